@@ -1,0 +1,126 @@
+// Package protocol defines the small, offset-based interface that haul's
+// resume engine uses to talk to a remote file system, and the single error
+// taxonomy shared by every protocol implementation.
+//
+// Implementations live in the sub-packages protocol/ftp and protocol/sftp.
+// Protocol quirks (reply codes, status codes, TLS session reuse, append
+// modes) stay inside those packages; everything above this package sees only
+// Session, the optional capability interfaces and the errors in errors.go.
+//
+// All offsets are int64 byte offsets from the start of the file.
+package protocol
+
+import (
+	"context"
+	"io"
+	"strings"
+	"time"
+)
+
+// FileInfo is what a Session knows about a remote file.
+type FileInfo struct {
+	// Size is the file's size in bytes.
+	Size int64
+	// ModTime is the modification time, or the zero time when the server
+	// does not report one.
+	ModTime time.Time
+	// IsDir reports whether the path names a directory.
+	IsDir bool
+}
+
+// Session is one logged-in connection to a remote file system.
+//
+// A Session is not safe for concurrent use: it performs one operation at a
+// time, and a reader or writer returned by OpenReader or OpenWriter must be
+// closed before the next call. Open several sessions to move several byte
+// ranges at once.
+//
+// Every method honours its context: when ctx is cancelled the call returns
+// promptly (implementations close the underlying connection to unblock it),
+// after which the Session is unusable and must be closed.
+//
+// Errors are classified with the sentinels of this package (ErrTransient,
+// ErrAuth, ErrNoSpace, ...) and the standard fs.ErrNotExist and
+// fs.ErrPermission; test them with errors.Is.
+type Session interface {
+	// Stat returns information about the remote path. A missing path
+	// yields an error that matches fs.ErrNotExist.
+	Stat(ctx context.Context, path string) (FileInfo, error)
+
+	// OpenReader opens path for reading, starting at byte offset. The
+	// returned reader yields the bytes from offset to the end of the file;
+	// the caller may close it early (the implementation aborts the
+	// transfer cleanly). The stream ends with io.EOF only when the server
+	// reported a complete transfer; a stream that ends short is an error.
+	// The context bounds the whole life of the reader.
+	OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error)
+
+	// OpenWriter opens path for writing, starting at byte offset, which
+	// must not exceed the current remote size. Bytes past offset are
+	// replaced (implementations truncate to offset where the protocol
+	// allows). Close reports whether the server accepted everything
+	// written; a write is committed only once Close returns nil. The
+	// context bounds the whole life of the writer.
+	OpenWriter(ctx context.Context, path string, offset int64) (Writer, error)
+
+	// Rename renames from to to, replacing to if it exists where the
+	// protocol allows.
+	Rename(ctx context.Context, from, to string) error
+
+	// Remove deletes the file at path.
+	Remove(ctx context.Context, path string) error
+
+	// Close ends the session and releases every connection it holds.
+	Close() error
+}
+
+// Writer is the write side of an upload opened at an offset.
+type Writer interface {
+	io.WriteCloser
+
+	// Acked returns how many bytes, counted from the open offset, the
+	// server has acknowledged as written contiguously. Protocols that have
+	// no per-write acknowledgement (FTP) return the number of bytes handed
+	// to the connection, which is only an upper bound: the engine always
+	// resumes at min(remote size, offset+Acked()). Acked is safe to call
+	// after a failed Write or Close.
+	Acked() int64
+}
+
+// Dialer opens a new logged-in Session. The engine calls it once per
+// attempt; a Dialer must perform at most one login per call.
+type Dialer func(ctx context.Context) (Session, error)
+
+// Truncater is implemented by sessions that can set a remote file's size.
+type Truncater interface {
+	Truncate(ctx context.Context, path string, size int64) error
+}
+
+// SpaceReporter is implemented by sessions that can report the free space,
+// in bytes, available for path (SFTP's statvfs@openssh.com).
+type SpaceReporter interface {
+	FreeSpace(ctx context.Context, path string) (int64, error)
+}
+
+// Hasher is implemented by sessions whose server can hash a remote file
+// (FTP HASH/XSHA256, SFTP check-file). Algorithms are named in lower case
+// ("sha256", "sha1", "md5", "crc32"). end < 0 means the end of the file.
+type Hasher interface {
+	// HashAlgorithms lists the algorithms the server offers, best first.
+	HashAlgorithms() []string
+	// Hash returns the digest of bytes [start, end) of path.
+	Hash(ctx context.Context, path, algorithm string, start, end int64) ([]byte, error)
+}
+
+// CheckPath rejects path names that cannot be sent safely: CR, LF and NUL
+// would let a name inject commands into a line-based control connection.
+// It returns an error matching ErrInvalidPath.
+func CheckPath(path string) error {
+	if path == "" {
+		return &Error{Op: "check", Path: path, Kind: ErrInvalidPath, Err: errEmptyPath}
+	}
+	if strings.ContainsAny(path, "\r\n\x00") {
+		return &Error{Op: "check", Path: path, Kind: ErrInvalidPath, Err: errBadChar}
+	}
+	return nil
+}

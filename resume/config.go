@@ -1,0 +1,92 @@
+package resume
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Defaults applied by Config for its zero-valued fields.
+const (
+	// DefaultMaxAttempts is the number of attempts in a row without
+	// progress after which a transfer gives up.
+	DefaultMaxAttempts = 6
+	// DefaultStallTimeout is how long an attempt may move no byte (and
+	// finish no step) before it is aborted and resumed on a new
+	// connection. It catches blackholed connections (a NAT that forgot
+	// the flow) that TCP would otherwise sit on for many minutes.
+	DefaultStallTimeout = 60 * time.Second
+	// DefaultInitialBackoff is the first wait before a reconnection.
+	DefaultInitialBackoff = time.Second
+	// DefaultMaxBackoff caps the wait between reconnections.
+	DefaultMaxBackoff = 60 * time.Second
+)
+
+// Config tunes the engine. The zero value is ready to use: every zero
+// field means the documented default.
+type Config struct {
+	// MaxAttempts is how many attempts in a row may fail without moving
+	// a byte before the transfer gives up with ErrRetriesExhausted. An
+	// attempt that made progress resets the count (and the backoff), so a
+	// long transfer over a flaky link never runs out of attempts while it
+	// advances. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+
+	// StallTimeout aborts an attempt that moved no byte and completed no
+	// step for this long. Zero means DefaultStallTimeout; a negative
+	// value disables the watchdog.
+	StallTimeout time.Duration
+
+	// InitialBackoff and MaxBackoff bound the exponential backoff (with
+	// ±50% jitter, factor 2, no elapsed-time cap) between attempts. Zero
+	// means DefaultInitialBackoff and DefaultMaxBackoff.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+
+	// Logger receives one record per attempt, failure and backoff. Nil
+	// means no logging.
+	Logger *slog.Logger
+
+	// Progress, when set, is called from the copying goroutine after
+	// every chunk with the bytes now present at the destination and the
+	// total. It must return quickly: it runs on the transfer's hot path.
+	Progress func(done, total int64)
+
+	// OnEvent, when set, is called synchronously for every Event. It must
+	// return quickly.
+	OnEvent func(Event)
+}
+
+func (c Config) maxAttempts() int {
+	if c.MaxAttempts <= 0 {
+		return DefaultMaxAttempts
+	}
+	return c.MaxAttempts
+}
+
+func (c Config) stallTimeout() time.Duration {
+	if c.StallTimeout == 0 {
+		return DefaultStallTimeout
+	}
+	return c.StallTimeout
+}
+
+func (c Config) initialBackoff() time.Duration {
+	if c.InitialBackoff <= 0 {
+		return DefaultInitialBackoff
+	}
+	return c.InitialBackoff
+}
+
+func (c Config) maxBackoff() time.Duration {
+	if c.MaxBackoff <= 0 {
+		return DefaultMaxBackoff
+	}
+	return c.MaxBackoff
+}
+
+func (c Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}

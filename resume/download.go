@@ -1,0 +1,136 @@
+package resume
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+)
+
+// LocalFile is the destination of a download: an *os.File satisfies it.
+// Its current size is the resume point.
+type LocalFile interface {
+	io.WriterAt
+	Truncate(size int64) error
+	Stat() (fs.FileInfo, error)
+	Sync() error
+}
+
+// Download fetches remotePath into dst, resuming after failures until dst
+// holds exactly the remote file.
+//
+// Each attempt resumes at dst's current size, after checking that the
+// remote file still has the size and modification time it had on the first
+// attempt; if it changed, the download starts again from zero rather than
+// splice two versions. A dst larger than the remote file also starts again
+// from zero. Success is reported only after dst's size equals the remote
+// size and dst was synced. The error, if any, is an *Error.
+func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst LocalFile, cfg Config) (Result, error) {
+	if err := protocol.CheckPath(remotePath); err != nil {
+		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
+	}
+	d := &download{dst: dst, path: remotePath, size: -1}
+	r := newRunner("download", remotePath, dial, cfg)
+	r.res.StartOffset = -1
+	r.committed = func() int64 { n, _ := d.localSize(); return n }
+	return r.run(ctx, d.attempt)
+}
+
+type download struct {
+	dst  LocalFile
+	path string
+	// size and mtime fingerprint the remote file as first seen.
+	size  int64
+	mtime time.Time
+}
+
+func (d *download) localSize() (int64, error) {
+	fi, err := d.dst.Stat()
+	if err != nil {
+		return 0, &localError{op: "stat", err: err}
+	}
+	return fi.Size(), nil
+}
+
+func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attempt) error {
+	r := a.r
+	info, err := sess.Stat(ctx, d.path)
+	if err != nil {
+		return err
+	}
+	if info.IsDir {
+		return &protocol.Error{Op: "stat", Path: d.path, Kind: protocol.ErrInvalidPath, Err: fmt.Errorf("is a directory")}
+	}
+	a.dog.touch()
+	local, err := d.localSize()
+	if err != nil {
+		return err
+	}
+	changed := d.size >= 0 && (info.Size != d.size || (!d.mtime.IsZero() && !info.ModTime.Equal(d.mtime)))
+	d.size, d.mtime = info.Size, info.ModTime
+	r.res.Size = info.Size
+	if changed || local > info.Size {
+		reason := "remote file changed between attempts"
+		if !changed {
+			reason = fmt.Sprintf("local partial (%d) is larger than the remote file (%d)", local, info.Size)
+		}
+		r.restart(a, reason)
+		if err := d.dst.Truncate(0); err != nil {
+			return &localError{op: "truncate", err: err}
+		}
+		local = 0
+	}
+	if r.res.StartOffset < 0 {
+		r.res.StartOffset = local
+	}
+	if local == info.Size {
+		a.start(local)
+		return d.verify(a)
+	}
+	if local > 0 && a.n > 1 {
+		r.res.Resumes++
+	}
+	rd, err := sess.OpenReader(ctx, d.path, local)
+	if err != nil {
+		return err
+	}
+	m := a.start(local)
+	var localErr error
+	w := &countingWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, local), err: &localErr}, m: m}
+	n, copyErr := io.Copy(w, rd)
+	closeErr := rd.Close()
+	if localErr != nil {
+		return localErr
+	}
+	if copyErr != nil {
+		return copyErr
+	}
+	if closeErr != nil {
+		return closeErr
+	}
+	if local+n != info.Size {
+		return &protocol.Error{Op: "read", Path: d.path, Kind: protocol.ErrTransient,
+			Err: fmt.Errorf("%w: stream ended at %d, remote size %d", io.ErrUnexpectedEOF, local+n, info.Size)}
+	}
+	return d.verify(a)
+}
+
+func (d *download) verify(a *attempt) error {
+	if err := d.dst.Sync(); err != nil {
+		return &localError{op: "sync", err: err}
+	}
+	got, err := d.localSize()
+	if err != nil {
+		return err
+	}
+	if got != d.size {
+		return &protocol.Error{Op: "verify", Path: d.path, Kind: protocol.ErrTransient,
+			Err: fmt.Errorf("%w: local size %d, remote %d", ErrVerify, got, d.size)}
+	}
+	a.r.res.Verified = "size"
+	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: "size"})
+	return nil
+}

@@ -1,0 +1,219 @@
+package resume
+
+import (
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/openhaul/haul/protocol"
+)
+
+// attemptFunc runs one attempt on a fresh session. It returns nil only
+// when the transfer is complete and verified.
+type attemptFunc func(ctx context.Context, sess protocol.Session, a *attempt) error
+
+// attempt is what one attempt needs from the runner.
+type attempt struct {
+	n     int // 1-based attempt number
+	dog   *watchdog
+	meter *meter
+	r     *runner
+	// acked, when set (>= 0), is what the attempt moved as acknowledged
+	// by the protocol, which is more exact than the bytes read from the
+	// source.
+	acked int64
+}
+
+// start creates the attempt's byte meter once the starting offset is known.
+func (a *attempt) start(offset int64) *meter {
+	a.meter = &meter{base: offset, total: a.r.res.Size, dog: a.dog, progress: a.r.cfg.Progress}
+	a.r.emit(Event{Kind: EventAttempt, Attempt: a.n, Offset: offset})
+	return a.meter
+}
+
+func (a *attempt) moved() int64 {
+	if a.acked >= 0 {
+		return a.acked
+	}
+	if a.meter == nil {
+		return 0
+	}
+	return a.meter.n.Load()
+}
+
+// runner is the retry loop shared by uploads and downloads.
+type runner struct {
+	cfg  Config
+	log  *slog.Logger
+	op   string
+	path string
+	dial protocol.Dialer
+	res  Result
+	// committed reports the bytes known to be at the destination, for
+	// the final error.
+	committed func() int64
+}
+
+func (r *runner) emit(e Event) {
+	if r.cfg.OnEvent != nil {
+		r.cfg.OnEvent(e)
+	}
+}
+
+func (r *runner) newBackoff() *backoff.ExponentialBackOff {
+	b := backoff.NewExponentialBackOff()
+	b.InitialInterval = r.cfg.initialBackoff()
+	b.MaxInterval = r.cfg.maxBackoff()
+	b.Multiplier = 2
+	b.RandomizationFactor = 0.5
+	b.MaxElapsedTime = 0 // never stop on elapsed time: a long transfer is not a failure
+	b.Reset()
+	return b
+}
+
+// run performs attempts until one succeeds, a failure is permanent, the
+// budget of attempts without progress is spent or ctx is done.
+func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
+	began := time.Now()
+	b := r.newBackoff()
+	noProgress := 0
+	for n := 1; ; n++ {
+		if err := ctx.Err(); err != nil {
+			return r.fail(began, n-1, context.Cause(ctx))
+		}
+		a := &attempt{n: n, r: r, acked: -1}
+		err := r.once(ctx, a, do)
+		moved := a.moved()
+		r.res.Transferred += moved
+		r.res.Attempts = n
+		if err == nil {
+			r.finish(began, n)
+			return r.res, nil
+		}
+		r.emit(Event{Kind: EventFailed, Attempt: n, Bytes: moved, Err: err})
+		r.log.Warn("attempt failed", "op", r.op, "path", r.path, "attempt", n, "bytes", moved, "err", err)
+		if ctx.Err() != nil || !retryable(err) {
+			return r.fail(began, n, err)
+		}
+		if moved > 0 {
+			noProgress = 0
+			b.Reset()
+		} else {
+			noProgress++
+		}
+		if noProgress >= r.cfg.maxAttempts() {
+			return r.fail(began, n, errors.Join(ErrRetriesExhausted, err))
+		}
+		wait := b.NextBackOff()
+		r.emit(Event{Kind: EventBackoff, Attempt: n, Wait: wait})
+		r.log.Info("reconnecting", "op", r.op, "path", r.path, "wait", wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return r.fail(began, n, context.Cause(ctx))
+		case <-t.C:
+		}
+	}
+}
+
+// once runs one attempt under its own context, watched by the stall
+// watchdog, on a session it dials and closes.
+func (r *runner) once(ctx context.Context, a *attempt, do attemptFunc) error {
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	a.dog = newWatchdog(r.cfg.stallTimeout(), cancel)
+	defer a.dog.stop()
+	// A meter exists from the start so that a stall before the first
+	// byte is still seen; start() replaces it once the offset is known.
+	a.meter = &meter{dog: a.dog}
+	err := func() error {
+		sess, err := r.dial(actx)
+		if err != nil {
+			return err
+		}
+		defer sess.Close()
+		a.dog.touch()
+		return do(actx, sess, a)
+	}()
+	if err != nil {
+		return attemptErr(ctx, actx, err)
+	}
+	return nil
+}
+
+// finish fills in the result's totals.
+func (r *runner) finish(began time.Time, attempts int) {
+	r.res.Duration = time.Since(began)
+	r.res.Attempts = attempts
+	r.res.StartOffset = max(r.res.StartOffset, 0)
+	r.res.ResentBytes = max(0, r.res.Transferred-(r.res.Size-r.res.StartOffset))
+}
+
+func (r *runner) fail(began time.Time, attempts int, err error) (Result, error) {
+	r.finish(began, attempts)
+	var committed int64
+	if r.committed != nil {
+		committed = r.committed()
+	}
+	return r.res, &Error{Op: r.op, Path: r.path, Committed: committed, Attempts: attempts, Err: err}
+}
+
+func newRunner(op, path string, dial protocol.Dialer, cfg Config) *runner {
+	return &runner{cfg: cfg, log: cfg.logger(), op: op, path: path, dial: dial}
+}
+
+// localError marks an error of the local side (reading the source,
+// writing the destination). It is never retried, except that a full local
+// disk is reported as protocol.ErrNoSpace.
+type localError struct {
+	op  string
+	err error
+}
+
+func (e *localError) Error() string { return "local " + e.op + ": " + e.err.Error() }
+func (e *localError) Unwrap() []error {
+	if errors.Is(e.err, protocol.ErrNoSpace) || protocol.Classify(e.err) == protocol.ErrNoSpace {
+		return []error{protocol.ErrNoSpace, e.err}
+	}
+	return []error{e.err}
+}
+
+// localReader tags errors of a local source so they are not mistaken for
+// network failures.
+type localReader struct {
+	r   io.Reader
+	err *error
+}
+
+func (l *localReader) Read(p []byte) (int, error) {
+	n, err := l.r.Read(p)
+	if err != nil && err != io.EOF {
+		le := &localError{op: "read", err: err}
+		*l.err = le
+		return n, le
+	}
+	return n, err
+}
+
+// localWriter tags errors of a local destination.
+type localWriter struct {
+	w   io.Writer
+	err *error
+}
+
+func (l *localWriter) Write(p []byte) (int, error) {
+	n, err := l.w.Write(p)
+	if err != nil {
+		le := &localError{op: "write", err: err}
+		*l.err = le
+		return n, le
+	}
+	return n, err
+}
+
+func isNotExist(err error) bool { return errors.Is(err, fs.ErrNotExist) }

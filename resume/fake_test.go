@@ -1,0 +1,221 @@
+package resume_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"io/fs"
+	"sync"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+)
+
+// fakeServer is an in-memory remote file system with scripted faults, for
+// fast unit tests of the engine. Real servers are exercised in integration/.
+type fakeServer struct {
+	mu    sync.Mutex
+	files map[string][]byte
+	mtime map[string]time.Time
+
+	dials int
+	// dialErrs are returned by the next dials, in order.
+	dialErrs []error
+	// cuts are cumulative stream byte counts at which a stream fails
+	// with a transient error (each fires once).
+	cuts []int64
+	// moved counts stream bytes across all streams.
+	moved int64
+	// stallAt makes the stream block (until its context ends) once moved
+	// reaches it; fires once.
+	stallAt int64
+	// holes makes a failed writer grow the file by this many garbage
+	// bytes past what it acknowledged (like concurrent SFTP writes).
+	holes int64
+	// refuseOffset makes OpenWriter refuse offsets > 0.
+	refuseOffset bool
+	// closeErrAfterAll makes a writer's Close fail transiently once, after
+	// all bytes arrived (a 426 after the last byte).
+	closeErrAfterAll bool
+}
+
+func newFakeServer() *fakeServer {
+	return &fakeServer{files: map[string][]byte{}, mtime: map[string]time.Time{}, stallAt: -1}
+}
+
+func (s *fakeServer) dial(ctx context.Context) (protocol.Session, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.dials++
+	if len(s.dialErrs) > 0 {
+		err := s.dialErrs[0]
+		s.dialErrs = s.dialErrs[1:]
+		if err != nil {
+			return nil, err
+		}
+	}
+	return &fakeSession{s: s}, nil
+}
+
+func (s *fakeServer) file(name string) []byte {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return bytes.Clone(s.files[name])
+}
+
+func (s *fakeServer) put(name string, b []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.files[name] = bytes.Clone(b)
+	s.mtime[name] = time.Now()
+}
+
+var errCut = &protocol.Error{Op: "fake", Kind: protocol.ErrTransient, Code: 426, Err: errors.New("connection closed; transfer aborted")}
+
+// step accounts n stream bytes and returns how many may pass and the
+// fault to raise after them.
+func (s *fakeServer) step(ctx context.Context, n int) (int, error) {
+	s.mu.Lock()
+	if s.stallAt >= 0 && s.moved >= s.stallAt {
+		s.stallAt = -1
+		s.mu.Unlock()
+		<-ctx.Done()
+		return 0, ctx.Err()
+	}
+	for i, c := range s.cuts {
+		if s.moved+int64(n) >= c {
+			allowed := int(c - s.moved)
+			s.moved = c
+			s.cuts = append(s.cuts[:i:i], s.cuts[i+1:]...)
+			s.mu.Unlock()
+			return allowed, errCut
+		}
+	}
+	s.moved += int64(n)
+	s.mu.Unlock()
+	return n, nil
+}
+
+type fakeSession struct {
+	s      *fakeServer
+	closed bool
+}
+
+var _ protocol.Session = (*fakeSession)(nil)
+
+func (f *fakeSession) Stat(ctx context.Context, path string) (protocol.FileInfo, error) {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	b, ok := f.s.files[path]
+	if !ok {
+		return protocol.FileInfo{}, &protocol.Error{Op: "stat", Path: path, Code: 550, Kind: fs.ErrNotExist}
+	}
+	return protocol.FileInfo{Size: int64(len(b)), ModTime: f.s.mtime[path]}, nil
+}
+
+func (f *fakeSession) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	b := f.s.file(path)
+	if b == nil {
+		return nil, &protocol.Error{Op: "read", Path: path, Code: 550, Kind: fs.ErrNotExist}
+	}
+	return &fakeReader{ctx: ctx, s: f.s, data: b[offset:]}, nil
+}
+
+type fakeReader struct {
+	ctx  context.Context
+	s    *fakeServer
+	data []byte
+}
+
+func (r *fakeReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	if len(r.data) == 0 {
+		return 0, io.EOF
+	}
+	n := min(len(p), len(r.data), 32<<10)
+	ok, err := r.s.step(r.ctx, n)
+	copy(p, r.data[:ok])
+	r.data = r.data[ok:]
+	return ok, err
+}
+
+func (r *fakeReader) Close() error { return nil }
+
+func (f *fakeSession) OpenWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	b := f.s.files[path]
+	if offset > int64(len(b)) {
+		return nil, errors.New("fake: offset past the end")
+	}
+	if offset > 0 && f.s.refuseOffset {
+		return nil, &protocol.Error{Op: "write", Path: path, Code: 451, Kind: protocol.ErrResumeUnsupported}
+	}
+	f.s.files[path] = bytes.Clone(b[:offset])
+	return &fakeWriter{ctx: ctx, s: f.s, path: path}, nil
+}
+
+type fakeWriter struct {
+	ctx    context.Context
+	s      *fakeServer
+	path   string
+	acked  int64
+	failed bool
+}
+
+func (w *fakeWriter) Write(p []byte) (int, error) {
+	if err := w.ctx.Err(); err != nil {
+		return 0, err
+	}
+	done := 0
+	for done < len(p) {
+		n := min(len(p)-done, 32<<10)
+		ok, err := w.s.step(w.ctx, n)
+		w.s.mu.Lock()
+		w.s.files[w.path] = append(w.s.files[w.path], p[done:done+ok]...)
+		w.s.mtime[w.path] = time.Now()
+		if err != nil && w.s.holes > 0 {
+			w.s.files[w.path] = append(w.s.files[w.path], make([]byte, w.s.holes)...)
+		}
+		w.s.mu.Unlock()
+		done += ok
+		w.acked += int64(ok)
+		if err != nil {
+			w.failed = true
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (w *fakeWriter) Close() error {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	if !w.failed && w.s.closeErrAfterAll {
+		w.s.closeErrAfterAll = false
+		return errCut
+	}
+	return nil
+}
+
+func (w *fakeWriter) Acked() int64 { return w.acked }
+
+func (f *fakeSession) Rename(ctx context.Context, from, to string) error {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	f.s.files[to] = f.s.files[from]
+	delete(f.s.files, from)
+	return nil
+}
+
+func (f *fakeSession) Remove(ctx context.Context, path string) error {
+	f.s.mu.Lock()
+	defer f.s.mu.Unlock()
+	delete(f.s.files, path)
+	return nil
+}
+
+func (f *fakeSession) Close() error { f.closed = true; return nil }
