@@ -1,0 +1,36 @@
+# haul: build and test. `make test` is the one test command (README, .ci/run).
+
+GO ?= go
+TESTBED := integration/testbed
+
+.PHONY: all build test unit install up down status
+
+all: build
+
+build:
+	$(GO) build ./...
+
+## test: install the servers (as root), start the test bed, gofmt + vet +
+## go test -race ./..., and stop the test bed again (also on failure).
+test:
+	GO="$(GO)" $(TESTBED)/test-all.sh
+
+## unit: go test without starting servers (integration tests skip).
+unit:
+	$(GO) test -race -count=1 ./...
+
+## install: install vsftpd/sshd and unpack proftpd/pure-ftpd (root, Debian).
+install:
+	$(TESTBED)/install.sh
+
+## up: install if needed, then start the test bed and leave it running.
+up: install
+	$(TESTBED)/up.sh
+
+## down: stop the test bed.
+down:
+	$(TESTBED)/down.sh
+
+## status: show which test bed servers run.
+status:
+	$(TESTBED)/status.sh

@@ -1,0 +1,143 @@
+package testbed
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+const sampleEnv = `# comment
+STATE_DIR=/s
+HOST=127.0.0.1
+USER=u
+PASSWORD=p=w
+CA_FILE=/s/ca.pem
+VSFTPD_PORT=2121
+VSFTPD_PASV_MIN=30000
+VSFTPD_PASV_MAX=30019
+VSFTPD_ROOT=/s/root/vsftpd
+VSFTPD_HOME=/
+VSFTPD_FULL_DIR=/full
+VSFTPS_PORT=2122
+VSFTPS_PASV_MIN=1
+VSFTPS_PASV_MAX=2
+VSFTPD_LIMITED_PORT=2123
+VSFTPD_LIMITED_PASV_MIN=1
+VSFTPD_LIMITED_PASV_MAX=2
+VSFTPD_LIMITED_DATA_TIMEOUT=3
+VSFTPD_LIMITED_MAX_PER_IP=3
+PROFTPD_PORT=2124
+PROFTPD_PASV_MIN=1
+PROFTPD_PASV_MAX=2
+PROFTPD_SFTP_PORT=2225
+PUREFTPD_PORT=2125
+PUREFTPD_PASV_MIN=1
+PUREFTPD_PASV_MAX=2
+SSHD_PORT=2222
+SSHD_ROOT=/s/root/sshd
+SSHD_HOME=/s/root/sshd
+`
+
+func TestLoadParsesAndOverrides(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(path, []byte(sampleEnv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HAUL_TESTBED_SSHD_PORT", "2999")
+	e, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Password != "p=w" || e.VsftpdPlain.Addr() != "127.0.0.1:2121" || e.VsftpdPlain.PasvMax != 30019 {
+		t.Fatalf("unexpected parse: %+v", e)
+	}
+	if e.SSHD.Port != 2999 {
+		t.Fatalf("override not applied: SSHD.Port=%d", e.SSHD.Port)
+	}
+	if e.LimitedDataTimeout != 3*time.Second || e.LimitedMaxPerIP != 3 {
+		t.Fatalf("limited settings: %v %d", e.LimitedDataTimeout, e.LimitedMaxPerIP)
+	}
+	if got := e.SSHD.LocalPath("/s/root/sshd/a/b"); got != "/s/root/sshd/a/b" {
+		t.Fatalf("LocalPath sshd: %s", got)
+	}
+	if got := e.VsftpdPlain.LocalPath("/full/x"); got != "/s/root/vsftpd/full/x" {
+		t.Fatalf("LocalPath vsftpd: %s", got)
+	}
+	if got := e.SSHD.RemotePath("x"); got != "/s/root/sshd/x" {
+		t.Fatalf("RemotePath: %s", got)
+	}
+}
+
+func TestLoadRejectsMissingKeys(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(path, []byte("HOST=127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil {
+		t.Fatal("Load accepted an env file without ports")
+	}
+	if _, err := Load(filepath.Join(t.TempDir(), "absent")); !os.IsNotExist(unwrapAll(err)) {
+		t.Fatalf("missing file: %v", err)
+	}
+}
+
+func unwrapAll(err error) error {
+	for {
+		u, ok := err.(interface{ Unwrap() error })
+		if !ok {
+			return err
+		}
+		err = u.Unwrap()
+	}
+}
+
+func TestRandomFileDeterministic(t *testing.T) {
+	dir := t.TempDir()
+	p1, s1 := RandomFile(t, dir, 1<<20+7)
+	p2, s2 := RandomFile(t, dir, 1<<20+7)
+	if p1 == p2 || s1 != s2 {
+		t.Fatal("same size must give same content in distinct files")
+	}
+	if SHA256File(t, p1) != s1 {
+		t.Fatal("SHA256File disagrees with RandomFile")
+	}
+	b, _ := os.ReadFile(p1)
+	if int64(len(b)) != 1<<20+7 || sha256.Sum256(b) != s1 || bytes.Count(b, []byte{0}) > len(b)/100 {
+		t.Fatal("bad random content")
+	}
+	var buf [16]byte
+	if _, err := io.ReadFull(NewRandReader(1), buf[:]); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCountInLog(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	if err := os.WriteFile(path, []byte("a USER x\nb\nc USER y\nUSER z"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := &Env{}
+	if n := e.CountInLog(t, path, "USER"); n != 3 {
+		t.Fatalf("CountInLog=%d", n)
+	}
+	if n := e.CountInLog(t, path+".absent", "USER"); n != 0 {
+		t.Fatalf("absent log: %d", n)
+	}
+}
+
+func TestRequireLoadsRunningBed(t *testing.T) {
+	e := Require(t)
+	if e.Host == "" || e.SSHD.Port == 0 {
+		t.Fatalf("incomplete env: %+v", e)
+	}
+	if _, err := e.TLSConfig(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.SSHConfig(true); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,227 @@
+#!/usr/bin/env bash
+# up.sh: start haul's real-server test bed on 127.0.0.1 (idempotent).
+#
+# Starts private instances of vsftpd (plain, explicit FTPS, limited), proftpd
+# (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd and OpenSSH sshd
+# (internal-sftp), each with a generated config, its own data root and log
+# under $HAUL_TESTBED_STATE (default /tmp/haul-testbed), then writes the
+# key=value env file the Go tests read ($HAUL_TESTBED_ENV, default
+# $HAUL_TESTBED_STATE/env). Run install.sh first. Needs root.
+set -euo pipefail
+# shellcheck source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+if [[ $(id -u) -ne 0 ]]; then tb_log "must run as root"; exit 1; fi
+
+PKG_ROOT="$HAUL_TESTBED_PKGS/root"
+for b in /usr/sbin/vsftpd /usr/sbin/sshd "$PKG_ROOT/usr/sbin/proftpd" "$PKG_ROOT/usr/sbin/pure-ftpd"; do
+  if [[ ! -x $b ]]; then tb_log "missing $b: run integration/testbed/install.sh first"; exit 1; fi
+done
+
+# Ports (fixed: the fault proxy mirrors them on 127.0.0.2, 127.0.0.3, ...).
+VSFTPD_PORT=2121;         VSFTPD_PASV=(30000 30019)
+VSFTPS_PORT=2122;         VSFTPS_PASV=(30020 30039)
+VSFTPD_LIMITED_PORT=2123; VSFTPD_LIMITED_PASV=(30040 30059)
+PROFTPD_PORT=2124;        PROFTPD_PASV=(30060 30079)
+PUREFTPD_PORT=2125;       PUREFTPD_PASV=(30080 30099)
+SSHD_PORT=2222
+PROFTPD_SFTP_PORT=2225
+LIMITED_DATA_TIMEOUT=3
+LIMITED_MAX_PER_IP=3
+LIMITED_IDLE_TIMEOUT=10
+
+umask 022
+mkdir -p "$HAUL_TESTBED_STATE" "$RUN" "$LOGDIR" "$KEYS" "$ROOTS" "$CONFS" /run/sshd
+chmod 755 "$HAUL_TESTBED_STATE" "$ROOTS"
+chmod 755 "$KEYS"  # sshd reads authorized_keys as the user
+# vsftpd's secure_chroot_dir: empty, root-owned, not writable by others.
+mkdir -p "$HAUL_TESTBED_STATE/empty"; chown root:root "$HAUL_TESTBED_STATE/empty"; chmod 755 "$HAUL_TESTBED_STATE/empty"
+
+# ---- test user -------------------------------------------------------------
+U=$HAUL_TESTBED_USER
+if ! id "$U" >/dev/null 2>&1; then
+  tb_log "creating user $U"
+  useradd -M -d "$ROOTS/pure-ftpd" -s /bin/bash "$U"
+fi
+# pure-ftpd (-A) chroots into the home directory: make it the pure-ftpd root.
+[[ $(getent passwd "$U" | cut -d: -f6) == "$ROOTS/pure-ftpd" ]] || usermod -d "$ROOTS/pure-ftpd" "$U"
+echo "$U:$HAUL_TESTBED_PASSWORD" | chpasswd
+shell=$(getent passwd "$U" | cut -d: -f7)
+grep -qxF "$shell" /etc/shells || echo "$shell" >>/etc/shells
+if [[ -f /etc/ftpusers ]] && grep -qxF "$U" /etc/ftpusers; then
+  sed -i "/^${U}\$/d" /etc/ftpusers
+fi
+UGROUP=$(id -gn "$U")
+
+# ---- data roots and the full tmpfs --------------------------------------------
+for r in vsftpd vsftpd-ftps vsftpd-limited proftpd proftpd-sftp pure-ftpd sshd; do
+  mkdir -p "$ROOTS/$r"; chown "$U:$UGROUP" "$ROOTS/$r"; chmod 755 "$ROOTS/$r"
+done
+for r in "${TB_FULL[@]}"; do
+  d="$ROOTS/$r/full"
+  mkdir -p "$d"
+  if ! mountpoint -q "$d"; then
+    mount -t tmpfs -o "size=$HAUL_TESTBED_FULL_TMPFS_SIZE,mode=0755,uid=$(id -u "$U"),gid=$(id -g "$U")" haul-testbed-full "$d"
+  fi
+done
+
+# ---- keys and certificates ---------------------------------------------------
+if [[ ! -f $KEYS/ca.pem ]]; then
+  tb_log "generating CA and server certificate"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=haul test bed CA" \
+    -keyout "$KEYS/ca.key" -out "$KEYS/ca.pem" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$KEYS/server.key" -out "$KEYS/server.csr" 2>/dev/null
+  san="DNS:localhost"
+  for i in $(seq 1 9); do san+=",IP:127.0.0.$i"; done
+  printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$san" >"$KEYS/server.ext"
+  openssl x509 -req -in "$KEYS/server.csr" -CA "$KEYS/ca.pem" -CAkey "$KEYS/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$KEYS/server.ext" -out "$KEYS/server.pem" 2>/dev/null
+  chmod 600 "$KEYS/server.key" "$KEYS/ca.key"
+fi
+if [[ ! -f $KEYS/ssh_host_ed25519_key ]]; then
+  ssh-keygen -q -t ed25519 -N '' -C haul-testbed-sshd -f "$KEYS/ssh_host_ed25519_key"
+fi
+if [[ ! -f $KEYS/proftpd_host_rsa_key ]]; then
+  ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C haul-testbed-proftpd -f "$KEYS/proftpd_host_rsa_key"
+fi
+if [[ ! -f $KEYS/client_ed25519 ]]; then
+  ssh-keygen -q -t ed25519 -N '' -C "$U@haul-testbed" -f "$KEYS/client_ed25519"
+fi
+cp "$KEYS/client_ed25519.pub" "$KEYS/authorized_keys"
+ssh-keygen -e -f "$KEYS/client_ed25519.pub" >"$KEYS/authorized_keys.rfc4716"
+chmod 644 "$KEYS/authorized_keys" "$KEYS/authorized_keys.rfc4716"
+# Clients verify hosts against known_hosts: 127.0.0.1 and localhost, plus the
+# fault proxy's addresses 127.0.0.2-9 on the same ports.
+{
+  hk_sshd=$(cut -d' ' -f1,2 "$KEYS/ssh_host_ed25519_key.pub")
+  hk_pro=$(cut -d' ' -f1,2 "$KEYS/proftpd_host_rsa_key.pub")
+  for h in localhost $(for i in $(seq 1 9); do echo "127.0.0.$i"; done); do
+    echo "[$h]:$SSHD_PORT $hk_sshd"
+    echo "[$h]:$PROFTPD_SFTP_PORT $hk_pro"
+  done
+} >"$KEYS/known_hosts"
+chmod 644 "$KEYS/known_hosts" "$KEYS/ca.pem"
+
+# ---- start helpers --------------------------------------------------------------
+# start NAME PORT CMD...: start CMD in its own session unless already running.
+start() {
+  local name=$1 port=$2; shift 2
+  if tb_alive "$name"; then
+    tb_log "$name already running (pid $(tb_pid "$name"))"
+    return 0
+  fi
+  if tb_port_busy "$port"; then
+    tb_log "port $port is in use by another program; cannot start $name"
+    ss -Htlnp "sport = :$port" >&2 || true
+    return 1
+  fi
+  setsid "$@" </dev/null >>"$LOGDIR/$name.stdout" 2>&1 &
+  tb_record "$name" $!
+  if ! tb_wait_port "$port" 100; then
+    tb_log "$name did not open port $port within 10s; see $LOGDIR/$name.stdout and logs"
+    tail -n 20 "$LOGDIR/$name.stdout" >&2 || true
+    return 1
+  fi
+  if ! tb_alive "$name"; then
+    tb_log "$name exited; see $LOGDIR/$name.stdout"; tail -n 20 "$LOGDIR/$name.stdout" >&2 || true
+    return 1
+  fi
+  tb_log "$name up on $HAUL_TESTBED_HOST:$port (pid $(tb_pid "$name"))"
+}
+
+vsftpd_conf() { # NAME PORT PMIN PMAX MAX_PER_IP DATA_TIMEOUT IDLE_TIMEOUT
+  tb_render "$CONF_DIR/vsftpd.conf.tmpl" "$CONFS/$1.conf" \
+    LISTEN_ADDR="$HAUL_TESTBED_HOST" PORT="$2" PASV_MIN="$3" PASV_MAX="$4" \
+    ROOT="$ROOTS/$1" SECURE_DIR="$HAUL_TESTBED_STATE/empty" LOG="$LOGDIR/$1.log" \
+    MAX_PER_IP="$5" DATA_TIMEOUT="$6" IDLE_TIMEOUT="$7"
+}
+
+fail=0
+vsftpd_conf vsftpd "$VSFTPD_PORT" "${VSFTPD_PASV[@]}" 0 300 600
+start vsftpd "$VSFTPD_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd.conf" || fail=1
+
+vsftpd_conf vsftpd-ftps "$VSFTPS_PORT" "${VSFTPS_PASV[@]}" 0 300 600
+tb_render "$CONF_DIR/vsftpd-ftps.extra.tmpl" "$CONFS/vsftpd-ftps.extra" \
+  CERT_FILE="$KEYS/server.pem" KEY_FILE="$KEYS/server.key"
+cat "$CONFS/vsftpd-ftps.extra" >>"$CONFS/vsftpd-ftps.conf"
+start vsftpd-ftps "$VSFTPS_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd-ftps.conf" || fail=1
+
+vsftpd_conf vsftpd-limited "$VSFTPD_LIMITED_PORT" "${VSFTPD_LIMITED_PASV[@]}" \
+  "$LIMITED_MAX_PER_IP" "$LIMITED_DATA_TIMEOUT" "$LIMITED_IDLE_TIMEOUT"
+start vsftpd-limited "$VSFTPD_LIMITED_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd-limited.conf" || fail=1
+
+tb_render "$CONF_DIR/proftpd.conf.tmpl" "$CONFS/proftpd.conf" \
+  LISTEN_ADDR="$HAUL_TESTBED_HOST" PORT="$PROFTPD_PORT" PASV_MIN="${PROFTPD_PASV[0]}" PASV_MAX="${PROFTPD_PASV[1]}" \
+  RUN="$RUN" LOGDIR="$LOGDIR" LOG="$LOGDIR/proftpd.log" MODULE_PATH="$PKG_ROOT/usr/lib/proftpd" \
+  ROOT="$ROOTS/proftpd" SFTP_PORT="$PROFTPD_SFTP_PORT" SFTP_LOG="$LOGDIR/proftpd-sftp.log" \
+  SFTP_CMD_LOG="$LOGDIR/proftpd-sftp-cmd.log" \
+  SFTP_HOST_KEY="$KEYS/proftpd_host_rsa_key" SFTP_AUTHORIZED_KEYS="$KEYS/authorized_keys.rfc4716" \
+  SFTP_ROOT="$ROOTS/proftpd-sftp"
+# proftpd runs in the foreground (-n); its PidFile is written by itself too.
+start proftpd "$PROFTPD_PORT" "$PKG_ROOT/usr/sbin/proftpd" -n -c "$CONFS/proftpd.conf" || fail=1
+if ! tb_wait_port "$PROFTPD_SFTP_PORT" 50; then tb_log "proftpd mod_sftp not listening on $PROFTPD_SFTP_PORT"; fail=1; fi
+
+# pure-ftpd: system users, chroot everyone (home = $ROOTS/pure-ftpd), no anonymous;
+# -k 99: STOR into a file system more than 99% used is refused with 552.
+start pure-ftpd "$PUREFTPD_PORT" "$PKG_ROOT/usr/sbin/pure-ftpd" \
+  -S "$HAUL_TESTBED_HOST,$PUREFTPD_PORT" -l unix -p "${PUREFTPD_PASV[0]}:${PUREFTPD_PASV[1]}" \
+  -E -A -H -4 -c 64 -C 64 -k 99 -O "clf:$LOGDIR/pure-ftpd-xfer.log" \
+  -g "$RUN/pure-ftpd.daemon.pid" || fail=1
+
+tb_render "$CONF_DIR/sshd_config.tmpl" "$CONFS/sshd_config" \
+  PORT="$SSHD_PORT" LISTEN_ADDR="$HAUL_TESTBED_HOST" HOST_KEY="$KEYS/ssh_host_ed25519_key" \
+  RUN="$RUN/sshd" AUTHORIZED_KEYS="$KEYS/authorized_keys" USER="$U" ROOT="$ROOTS/sshd"
+mkdir -p "$RUN/sshd"
+/usr/sbin/sshd -t -f "$CONFS/sshd_config" || fail=1
+start sshd "$SSHD_PORT" /usr/sbin/sshd -D -f "$CONFS/sshd_config" -E "$LOGDIR/sshd.log" || fail=1
+
+if [[ $fail -ne 0 ]]; then
+  tb_log "some servers failed to start (env file not written); run down.sh to clean up"
+  exit 1
+fi
+
+# ---- env file ---------------------------------------------------------------------
+pid() { tb_pid "$1"; }
+tmp_env="$HAUL_TESTBED_ENV.tmp.$$"
+mkdir -p "$(dirname "$HAUL_TESTBED_ENV")"
+{
+  echo "# haul test bed, written by integration/testbed/up.sh at $(date -u +%FT%TZ)"
+  echo "# Remote paths (*_HOME, *_FULL_DIR) are as the client sees them after login."
+  echo "STATE_DIR=$HAUL_TESTBED_STATE"
+  echo "HOST=$HAUL_TESTBED_HOST"
+  echo "USER=$U"
+  echo "PASSWORD=$HAUL_TESTBED_PASSWORD"
+  echo "CA_FILE=$KEYS/ca.pem"
+  echo "TLS_SERVER_NAME=localhost"
+  echo "SSH_KEY_FILE=$KEYS/client_ed25519"
+  echo "SSH_PUBLIC_KEY_FILE=$KEYS/client_ed25519.pub"
+  echo "KNOWN_HOSTS_FILE=$KEYS/known_hosts"
+  echo "FULL_SIZE=$(( $(df -B1 --output=size "$ROOTS/vsftpd/full" | tail -n1) ))"
+  # name prefix port pasv_min pasv_max root home full_dir log pid
+  emit() {
+    local p=$1
+    echo "${p}_PORT=$2"
+    [[ -n $3 ]] && echo "${p}_PASV_MIN=$3" && echo "${p}_PASV_MAX=$4"
+    echo "${p}_ROOT=$5"
+    echo "${p}_HOME=$6"
+    [[ -n $7 ]] && echo "${p}_FULL_DIR=$7" && echo "${p}_FULL_LOCAL=$5/full"
+    echo "${p}_LOG=$8"
+    echo "${p}_PID=$9"
+  }
+  emit VSFTPD "$VSFTPD_PORT" "${VSFTPD_PASV[@]}" "$ROOTS/vsftpd" / /full "$LOGDIR/vsftpd.log" "$(pid vsftpd)"
+  emit VSFTPS "$VSFTPS_PORT" "${VSFTPS_PASV[@]}" "$ROOTS/vsftpd-ftps" / "" "$LOGDIR/vsftpd-ftps.log" "$(pid vsftpd-ftps)"
+  emit VSFTPD_LIMITED "$VSFTPD_LIMITED_PORT" "${VSFTPD_LIMITED_PASV[@]}" "$ROOTS/vsftpd-limited" / "" \
+    "$LOGDIR/vsftpd-limited.log" "$(pid vsftpd-limited)"
+  echo "VSFTPD_LIMITED_DATA_TIMEOUT=$LIMITED_DATA_TIMEOUT"
+  echo "VSFTPD_LIMITED_MAX_PER_IP=$LIMITED_MAX_PER_IP"
+  echo "VSFTPD_LIMITED_IDLE_TIMEOUT=$LIMITED_IDLE_TIMEOUT"
+  emit PROFTPD "$PROFTPD_PORT" "${PROFTPD_PASV[@]}" "$ROOTS/proftpd" / "" "$LOGDIR/proftpd.log" "$(pid proftpd)"
+  emit PROFTPD_SFTP "$PROFTPD_SFTP_PORT" "" "" "$ROOTS/proftpd-sftp" / "" "$LOGDIR/proftpd-sftp.log" "$(pid proftpd)"
+  emit PUREFTPD "$PUREFTPD_PORT" "${PUREFTPD_PASV[@]}" "$ROOTS/pure-ftpd" / /full "$LOGDIR/pure-ftpd-xfer.log" "$(pid pure-ftpd)"
+  emit SSHD "$SSHD_PORT" "" "" "$ROOTS/sshd" "$ROOTS/sshd" "$ROOTS/sshd/full" "$LOGDIR/sshd.log" "$(pid sshd)"
+} >"$tmp_env"
+chmod 644 "$tmp_env"
+mv -f "$tmp_env" "$HAUL_TESTBED_ENV"
+tb_log "test bed up; env file: $HAUL_TESTBED_ENV"

@@ -1,0 +1,161 @@
+package sftp
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+
+	"github.com/openhaul/haul/protocol"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// SFTP status codes (draft-ietf-secsh-filexfer) that pkg/sftp does not
+// export as constants.
+const (
+	fxNoSuchFile       = 2
+	fxPermissionDenied = 3
+	fxFailure          = 4
+	fxConnectionLost   = 7
+	fxOpUnsupported    = 8
+	fxNoSpaceOnFS      = 14
+	fxQuotaExceeded    = 15
+)
+
+// HostKeyError reports a server host key that is not in known_hosts, or
+// that differs from the key recorded there. It matches protocol.ErrHostKey
+// through the *protocol.Error that wraps it.
+type HostKeyError struct {
+	// Host is the host name as looked up in known_hosts ("[host]:port").
+	Host string
+	// Received is the SHA256 fingerprint of the key the server presented,
+	// prefixed with its type.
+	Received string
+	// Expected lists the keys known_hosts holds for Host, each as
+	// "type SHA256:... (file:line)". Empty when the host is unknown.
+	Expected []string
+	// Revoked is true when the presented key is marked @revoked.
+	Revoked bool
+	// Err is the error from the known_hosts callback.
+	Err error
+}
+
+func (e *HostKeyError) Error() string {
+	switch {
+	case e.Revoked:
+		return fmt.Sprintf("host key for %s is revoked: received %s", e.Host, e.Received)
+	case len(e.Expected) == 0:
+		return fmt.Sprintf("host key for %s is unknown (not in known_hosts): received %s", e.Host, e.Received)
+	default:
+		return fmt.Sprintf("HOST KEY MISMATCH for %s (possible man-in-the-middle): received %s, expected %s",
+			e.Host, e.Received, strings.Join(e.Expected, " or "))
+	}
+}
+
+// Unwrap returns the known_hosts callback error.
+func (e *HostKeyError) Unwrap() error { return e.Err }
+
+// newHostKeyError builds a HostKeyError from a knownhosts callback error,
+// or returns nil when err is not about the key itself.
+func newHostKeyError(host string, key ssh.PublicKey, err error) *HostKeyError {
+	he := &HostKeyError{Host: host, Received: key.Type() + " " + ssh.FingerprintSHA256(key), Err: err}
+	var ke *knownhosts.KeyError
+	var re *knownhosts.RevokedError
+	switch {
+	case errors.As(err, &ke):
+		for _, k := range ke.Want {
+			he.Expected = append(he.Expected, fmt.Sprintf("%s %s (%s:%d)",
+				k.Key.Type(), ssh.FingerprintSHA256(k.Key), k.Filename, k.Line))
+		}
+	case errors.As(err, &re):
+		he.Revoked = true
+	default:
+		return nil
+	}
+	return he
+}
+
+// authError marks a handshake that failed after the server rejected our
+// authentication attempts. Its kind is protocol.ErrAuth.
+type authError struct {
+	user  string
+	tried []string
+	err   error
+}
+
+func (e *authError) Error() string {
+	return fmt.Sprintf("user %q rejected (methods tried: %s): %v", e.user, strings.Join(e.tried, ", "), e.err)
+}
+
+func (e *authError) Unwrap() error { return e.err }
+
+// classify is the one place that maps an error to its kind. It returns an
+// *protocol.Error for op and path, or nil for a nil err. The SFTP status
+// code, when there is one, goes into Code.
+func classify(op, path string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var pe *protocol.Error
+	if errors.As(err, &pe) {
+		return err
+	}
+	code, kind := kindOf(err)
+	return &protocol.Error{Op: op, Path: path, Code: code, Kind: kind, Err: err}
+}
+
+// kindOf returns the SFTP status code carried by err (0 if none) and its
+// kind.
+func kindOf(err error) (int, error) {
+	var he *HostKeyError
+	if errors.As(err, &he) {
+		return 0, protocol.ErrHostKey
+	}
+	var ae *authError
+	if errors.As(err, &ae) {
+		return 0, protocol.ErrAuth
+	}
+	var se *sftp.StatusError
+	if errors.As(err, &se) {
+		code := int(se.Code)
+		switch se.FxCode() {
+		case sftp.ErrSSHFxNoSuchFile:
+			return code, fs.ErrNotExist
+		case sftp.ErrSSHFxPermissionDenied:
+			return code, fs.ErrPermission
+		case sftp.ErrSSHFxOpUnsupported:
+			return code, protocol.ErrUnsupported
+		case sftp.ErrSSHFxConnectionLost, sftp.ErrSSHFxNoConnection:
+			return code, protocol.ErrTransient
+		}
+		switch se.Code {
+		case fxNoSpaceOnFS, fxQuotaExceeded:
+			return code, protocol.ErrNoSpace
+		}
+		// SSH_FX_FAILURE and the rest: unknown kind unless the caller
+		// knows better (see writer's no-space check).
+		return code, nil
+	}
+	// pkg/sftp hands out bare fxerr values for a lost connection, and
+	// io.EOF / os.ErrNotExist / os.ErrPermission after normalising
+	// statuses; protocol.Classify maps those.
+	switch {
+	case errors.Is(err, sftp.ErrSSHFxConnectionLost), errors.Is(err, sftp.ErrSSHFxNoConnection):
+		return fxConnectionLost, protocol.ErrTransient
+	case errors.Is(err, sftp.ErrSSHFxOpUnsupported):
+		return fxOpUnsupported, protocol.ErrUnsupported
+	case errors.Is(err, sftp.ErrSSHFxNoSuchFile):
+		return fxNoSuchFile, fs.ErrNotExist
+	case errors.Is(err, sftp.ErrSSHFxPermissionDenied):
+		return fxPermissionDenied, fs.ErrPermission
+	}
+	return 0, protocol.Classify(err)
+}
+
+// isFailure reports whether err carries the generic SSH_FX_FAILURE status.
+func isFailure(err error) bool {
+	var se *sftp.StatusError
+	return errors.As(err, &se) && se.Code == fxFailure
+}

@@ -1,0 +1,261 @@
+package sftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+// tcpKeepAlive is the TCP keepalive set on the connection: about a minute
+// to notice a dead peer when no SSH keepalive is running.
+var tcpKeepAlive = net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 4}
+
+// errDialTimeout marks a dial or handshake that ran past WithDialTimeout.
+var errDialTimeout = fmt.Errorf("sftp: dial timed out: %w", os.ErrDeadlineExceeded)
+
+// handshakeState records what happened during one SSH handshake, so that a
+// failure can be classified without reading error messages.
+type handshakeState struct {
+	mu          sync.Mutex
+	hostKeyOK   bool
+	hostKeyErr  *HostKeyError
+	authReplies int
+	tried       []string
+}
+
+// Dial opens one TCP connection to addr ("host:port"; port 22 when
+// omitted), performs the SSH handshake with host-key verification,
+// authenticates once and starts the SFTP subsystem.
+//
+// ctx bounds the whole dial (TCP connect, handshake, authentication, SFTP
+// version exchange), as does WithDialTimeout. An unknown or mismatching
+// host key yields an error matching protocol.ErrHostKey whose message
+// names the received and expected fingerprints (see HostKeyError); a
+// rejected login yields protocol.ErrAuth; network failures yield
+// protocol.ErrTransient.
+func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
+	o, err := applyOptions(opts)
+	if err != nil {
+		return nil, &protocol.Error{Op: "dial", Err: err}
+	}
+	addr, err = normalizeAddr(addr)
+	if err != nil {
+		return nil, &protocol.Error{Op: "dial", Err: err}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &protocol.Error{Op: "dial", Err: err}
+	}
+	var hostKeys ssh.HostKeyCallback
+	if o.insecure {
+		hostKeys = ssh.InsecureIgnoreHostKey()
+	} else {
+		hostKeys, err = knownhosts.New(o.knownHosts)
+		if err != nil {
+			return nil, &protocol.Error{Op: "dial", Kind: protocol.ErrHostKey,
+				Err: fmt.Errorf("reading known_hosts: %w", err)}
+		}
+	}
+
+	dctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
+	defer cancel()
+	dialErr := func(op string, err error) error {
+		switch {
+		case ctx.Err() != nil:
+			return &protocol.Error{Op: op, Err: ctx.Err()}
+		case dctx.Err() != nil:
+			return &protocol.Error{Op: op, Kind: protocol.ErrTransient, Err: errors.Join(errDialTimeout, err)}
+		}
+		return classify(op, "", err)
+	}
+
+	log := o.logger.With("addr", addr, "user", o.user)
+	d := net.Dialer{KeepAliveConfig: tcpKeepAlive}
+	conn, err := d.DialContext(dctx, "tcp", addr)
+	if err != nil {
+		return nil, dialErr("dial", err)
+	}
+	// The handshake has no context of its own: bound it by a deadline and
+	// by closing the connection when ctx ends.
+	if dl, ok := dctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(dctx, func() { _ = conn.Close() })
+
+	st := &handshakeState{}
+	cfg := &ssh.ClientConfig{
+		User: o.user,
+		HostKeyCallback: func(host string, remote net.Addr, key ssh.PublicKey) error {
+			err := hostKeys(host, remote, key)
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if err != nil {
+				if he := newHostKeyError(host, key, err); he != nil {
+					st.hostKeyErr = he
+					return he
+				}
+				return err
+			}
+			st.hostKeyOK = true
+			log.Debug("sftp: host key accepted", "type", key.Type(), "fingerprint", ssh.FingerprintSHA256(key))
+			return nil
+		},
+		// Called after every authentication reply from the server.
+		AuthCallback: func(c *ssh.ClientAuthContext) (ssh.AuthMethod, error) {
+			st.mu.Lock()
+			st.authReplies++
+			st.tried = slices.Clone(c.TriedMethods)
+			st.mu.Unlock()
+			return nil, nil
+		},
+	}
+	if !o.insecure {
+		cfg.HostKeyAlgorithms = hostKeyAlgorithms(hostKeys, addr, conn.RemoteAddr())
+	}
+
+	signers := slices.Clone(o.signers)
+	if o.agent {
+		ac, err := (&net.Dialer{}).DialContext(dctx, "unix", os.Getenv("SSH_AUTH_SOCK"))
+		if err != nil {
+			log.Warn("sftp: ssh agent unreachable", "err", err)
+		} else {
+			defer ac.Close()
+			as, err := agent.NewClient(ac).Signers()
+			if err != nil {
+				log.Warn("sftp: ssh agent keys unavailable", "err", err)
+			}
+			signers = append(signers, as...)
+		}
+	}
+	if len(signers) > 0 {
+		cfg.Auth = append(cfg.Auth, ssh.PublicKeys(signers...))
+	}
+	if o.hasPassword {
+		pw := o.password
+		cfg.Auth = append(cfg.Auth, ssh.PasswordCallback(func() (string, error) { return pw, nil }))
+	}
+
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		stop()
+		_ = conn.Close()
+		if ctx.Err() != nil || dctx.Err() != nil {
+			return nil, dialErr("login", err)
+		}
+		return nil, handshakeError(st, o.user, err)
+	}
+	client := ssh.NewClient(c, chans, reqs)
+	sc, err := sftp.NewClient(client,
+		sftp.MaxPacketUnchecked(o.packetSize),
+		sftp.MaxConcurrentRequestsPerFile(o.concurrency),
+		sftp.UseFstat(true),
+	)
+	if err != nil {
+		stop()
+		_ = client.Close()
+		return nil, dialErr("dial", err)
+	}
+	if !stop() {
+		_ = client.Close()
+		_ = sc.Close()
+		return nil, dialErr("dial", context.Cause(dctx))
+	}
+	_ = conn.SetDeadline(time.Time{})
+	log.Debug("sftp: connected", "server", string(c.ServerVersion()))
+
+	s := &Session{
+		addr:   addr,
+		opts:   o,
+		log:    log,
+		conn:   conn,
+		ssh:    client,
+		client: sc,
+		done:   make(chan struct{}),
+	}
+	if o.keepAlive > 0 {
+		s.wg.Add(1)
+		go s.keepAliveLoop(o.keepAlive)
+	}
+	return s, nil
+}
+
+// handshakeError classifies a failed SSH handshake: a rejected host key,
+// an authentication rejected after the host key was accepted, or a
+// transport failure.
+func handshakeError(st *handshakeState, user string, err error) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.hostKeyErr != nil {
+		return &protocol.Error{Op: "dial", Kind: protocol.ErrHostKey, Err: err}
+	}
+	if st.hostKeyOK && st.authReplies > 0 && protocol.Classify(err) == nil {
+		// The server answered our authentication requests and the
+		// handshake then failed without a transport error: rejected.
+		ae := &authError{user: user, tried: st.tried, err: err}
+		return &protocol.Error{Op: "login", Kind: protocol.ErrAuth, Err: ae}
+	}
+	return classify("login", "", err)
+}
+
+// placeholderKey is a public key no known_hosts file holds, used to ask the
+// known_hosts callback which key types it knows for a host.
+type placeholderKey struct{}
+
+func (placeholderKey) Type() string                                 { return "haul-placeholder" }
+func (placeholderKey) Marshal() []byte                              { return []byte("haul-placeholder") }
+func (placeholderKey) Verify(data []byte, sig *ssh.Signature) error { return errors.New("placeholder") }
+
+// hostKeyAlgorithms returns the host key algorithms to offer: first those
+// known_hosts holds for addr, so the server presents a key we can verify
+// (otherwise it may present its RSA key while known_hosts holds only its
+// ed25519 key, a false mismatch), then every other supported algorithm, so
+// a server without any known key type still presents a key and the
+// mismatch names it. nil means "library default".
+func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []string {
+	var ke *knownhosts.KeyError
+	if err := cb(addr, remote, placeholderKey{}); !errors.As(err, &ke) || len(ke.Want) == 0 {
+		return nil
+	}
+	var algs []string
+	add := func(a ...string) {
+		for _, x := range a {
+			if !slices.Contains(algs, x) {
+				algs = append(algs, x)
+			}
+		}
+	}
+	for _, k := range ke.Want {
+		switch t := k.Key.Type(); t {
+		case ssh.KeyAlgoRSA:
+			add(ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256)
+		case ssh.CertAlgoRSAv01:
+			add(ssh.CertAlgoRSASHA512v01, ssh.CertAlgoRSASHA256v01)
+		default:
+			add(t)
+		}
+	}
+	add(ssh.SupportedAlgorithms().HostKeys...)
+	return algs
+}
+
+// Dialer returns a protocol.Dialer that calls Dial with addr and opts: one
+// connection and one login per call.
+func Dialer(addr string, opts ...Option) protocol.Dialer {
+	return func(ctx context.Context) (protocol.Session, error) {
+		s, err := Dial(ctx, addr, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+}

@@ -1,0 +1,312 @@
+package sftp_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+)
+
+const (
+	testUser     = "u"
+	testPassword = "pw"
+)
+
+// testServer is an in-process SSH server with an SFTP subsystem, served
+// either by sftp.NewServer on a temporary directory or by a request server
+// with fault-injecting handlers.
+type testServer struct {
+	t         *testing.T
+	ln        net.Listener
+	addr      string
+	dir       string
+	hostKey   ssh.Signer
+	clientKey ssh.Signer
+	// clientKeyPriv is clientKey's private half.
+	clientKeyPriv ed25519.PrivateKey
+	knownHosts    string
+	handlers      *sftp.Handlers
+
+	authAttempts atomic.Int32
+	ignoreGlobal atomic.Bool
+
+	mu    sync.Mutex
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newSigner(t *testing.T) ssh.Signer {
+	s, _ := newKey(t)
+	return s
+}
+
+func newKey(t *testing.T) (ssh.Signer, ed25519.PrivateKey) {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, priv
+}
+
+// newTestServer starts a server; handlers nil means a real file system
+// under a temporary directory.
+func newTestServer(t *testing.T, handlers *sftp.Handlers) *testServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{t: t, ln: ln, addr: ln.Addr().String(), dir: t.TempDir(),
+		hostKey: newSigner(t), handlers: handlers}
+	ts.clientKey, ts.clientKeyPriv = newKey(t)
+	ts.knownHosts = ts.writeKnownHosts(ts.hostKey.PublicKey())
+	cfg := &ssh.ServerConfig{
+		PasswordCallback: func(c ssh.ConnMetadata, pw []byte) (*ssh.Permissions, error) {
+			ts.authAttempts.Add(1)
+			if c.User() == testUser && string(pw) == testPassword {
+				return nil, nil
+			}
+			return nil, errors.New("denied")
+		},
+		PublicKeyCallback: func(c ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+			ts.authAttempts.Add(1)
+			if c.User() == testUser && bytes.Equal(k.Marshal(), ts.clientKey.PublicKey().Marshal()) {
+				return nil, nil
+			}
+			return nil, errors.New("denied")
+		},
+	}
+	cfg.AddHostKey(ts.hostKey)
+	ts.wg.Add(1)
+	go func() {
+		defer ts.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			ts.mu.Lock()
+			ts.conns = append(ts.conns, c)
+			ts.mu.Unlock()
+			ts.wg.Add(1)
+			go func() {
+				defer ts.wg.Done()
+				ts.serveConn(c, cfg)
+			}()
+		}
+	}()
+	t.Cleanup(ts.close)
+	return ts
+}
+
+func (ts *testServer) close() {
+	_ = ts.ln.Close()
+	ts.mu.Lock()
+	for _, c := range ts.conns {
+		_ = c.Close()
+	}
+	ts.mu.Unlock()
+	ts.wg.Wait()
+}
+
+func (ts *testServer) writeKnownHosts(keys ...ssh.PublicKey) string {
+	ts.t.Helper()
+	var b bytes.Buffer
+	for _, k := range keys {
+		b.WriteString(knownhosts.Line([]string{knownhosts.Normalize(ts.addr)}, k) + "\n")
+	}
+	p := filepath.Join(ts.t.TempDir(), "known_hosts")
+	if err := os.WriteFile(p, b.Bytes(), 0o600); err != nil {
+		ts.t.Fatal(err)
+	}
+	return p
+}
+
+func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
+	defer c.Close()
+	sc, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	if err != nil {
+		return
+	}
+	defer sc.Close()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for r := range reqs {
+			if ts.ignoreGlobal.Load() {
+				continue // a server that stopped answering
+			}
+			if r.WantReply {
+				_ = r.Reply(false, nil)
+			}
+		}
+	}()
+	for nc := range chans {
+		if nc.ChannelType() != "session" {
+			_ = nc.Reject(ssh.UnknownChannelType, "no")
+			continue
+		}
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer ch.Close()
+			for req := range creqs {
+				ok := req.Type == "subsystem" && len(req.Payload) > 4 && string(req.Payload[4:]) == "sftp"
+				_ = req.Reply(ok, nil)
+				if !ok {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					ts.serveSFTP(ch)
+				}()
+			}
+		}()
+	}
+}
+
+func (ts *testServer) serveSFTP(ch ssh.Channel) {
+	defer ch.Close()
+	if ts.handlers != nil {
+		srv := sftp.NewRequestServer(ch, *ts.handlers)
+		_ = srv.Serve()
+		_ = srv.Close()
+		return
+	}
+	srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(ts.dir))
+	if err != nil {
+		return
+	}
+	_ = srv.Serve()
+	_ = srv.Close()
+}
+
+// faultFS wraps sftp.InMemHandler with fault injection and records the
+// open flags of every write.
+type faultFS struct {
+	inner sftp.Handlers
+
+	mu         sync.Mutex
+	writeFlags []sftp.FileOpenFlags
+	failAt     int64 // a write whose range holds this offset fails (-1: none)
+	failErr    error
+	readLimit  int64         // reads past this offset see EOF (-1: none)
+	readGate   chan struct{} // reads past readBlock wait for it to close
+	readBlock  int64
+	freeBlocks uint64
+}
+
+func newFaultFS() *faultFS {
+	return &faultFS{inner: sftp.InMemHandler(), failAt: -1, readLimit: -1, readBlock: -1, freeBlocks: 1 << 30}
+}
+
+func (f *faultFS) handlers() *sftp.Handlers {
+	return &sftp.Handlers{FileGet: faultGet{f}, FilePut: faultPut{f}, FileCmd: faultCmd{f}, FileList: f.inner.FileList}
+}
+
+func (f *faultFS) setFail(off int64, err error) {
+	f.mu.Lock()
+	f.failAt, f.failErr = off, err
+	f.mu.Unlock()
+}
+
+type faultPut struct{ f *faultFS }
+
+func (p faultPut) Filewrite(r *sftp.Request) (io.WriterAt, error) {
+	p.f.mu.Lock()
+	p.f.writeFlags = append(p.f.writeFlags, r.Pflags())
+	p.f.mu.Unlock()
+	w, err := p.f.inner.FilePut.Filewrite(r)
+	if err != nil {
+		return nil, err
+	}
+	return faultWriterAt{p.f, w}, nil
+}
+
+type faultWriterAt struct {
+	f *faultFS
+	w io.WriterAt
+}
+
+func (w faultWriterAt) WriteAt(b []byte, off int64) (int, error) {
+	w.f.mu.Lock()
+	failAt, failErr := w.f.failAt, w.f.failErr
+	w.f.mu.Unlock()
+	if failAt >= 0 && off <= failAt && failAt < off+int64(len(b)) {
+		return 0, failErr
+	}
+	return w.w.WriteAt(b, off)
+}
+
+type faultGet struct{ f *faultFS }
+
+func (g faultGet) Fileread(r *sftp.Request) (io.ReaderAt, error) {
+	ra, err := g.f.inner.FileGet.Fileread(r)
+	if err != nil {
+		return nil, err
+	}
+	return faultReaderAt{g.f, ra}, nil
+}
+
+type faultReaderAt struct {
+	f *faultFS
+	r io.ReaderAt
+}
+
+func (r faultReaderAt) ReadAt(b []byte, off int64) (int, error) {
+	r.f.mu.Lock()
+	limit, gate, block := r.f.readLimit, r.f.readGate, r.f.readBlock
+	r.f.mu.Unlock()
+	if block >= 0 && off >= block && gate != nil {
+		<-gate
+		return 0, errors.New("gate closed")
+	}
+	if limit >= 0 {
+		if off >= limit {
+			return 0, io.EOF
+		}
+		if off+int64(len(b)) > limit {
+			b = b[:limit-off]
+			n, _ := r.r.ReadAt(b, off)
+			return n, io.EOF
+		}
+	}
+	return r.r.ReadAt(b, off)
+}
+
+type faultCmd struct{ f *faultFS }
+
+func (c faultCmd) Filecmd(r *sftp.Request) error { return c.f.inner.FileCmd.Filecmd(r) }
+
+func (c faultCmd) PosixRename(r *sftp.Request) error {
+	return c.f.inner.FileCmd.(sftp.PosixRenameFileCmder).PosixRename(r)
+}
+
+func (c faultCmd) StatVFS(r *sftp.Request) (*sftp.StatVFS, error) {
+	c.f.mu.Lock()
+	defer c.f.mu.Unlock()
+	return &sftp.StatVFS{Bsize: 4096, Frsize: 4096, Blocks: 1 << 30, Bfree: c.f.freeBlocks, Bavail: c.f.freeBlocks}, nil
+}

@@ -1,0 +1,283 @@
+// Package sftp implements protocol.Session over SFTP (SSH File Transfer
+// Protocol version 3) with github.com/pkg/sftp and golang.org/x/crypto/ssh.
+//
+// A Session is one TCP connection, one SSH login and one SFTP subsystem.
+// Host keys are checked against known_hosts by default; authentication uses
+// keys, an SSH agent and/or a password, attempted once per Dial. Reads and
+// writes keep several requests in flight (WithConcurrency); writes always
+// go to explicit offsets, never through SSH_FXF_APPEND, and the writer
+// reports the contiguous acknowledged high-water mark so a failed upload can
+// resume without holes. keepalive@openssh.com requests detect a dead
+// connection during long transfers.
+//
+// Every method honours its context by closing the SSH connection when the
+// context ends; the Session is then unusable and must be closed.
+//
+// Errors are *protocol.Error values classified by classify.go. One case
+// cannot be told apart exactly: OpenSSH's sftp-server answers a full disk
+// with the generic SSH_FX_FAILURE. A write failing that way is reported as
+// protocol.ErrNoSpace when statvfs@openssh.com then shows less free space
+// than WithNoSpaceMargin; a failure for another reason on a nearly full
+// file system is therefore reported as "no space" too, and a full disk on a
+// server without statvfs@openssh.com stays an error of unknown kind (not
+// retried either way).
+package sftp
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+)
+
+// SFTP extensions used when the server advertises them.
+const (
+	extPosixRename = "posix-rename@openssh.com"
+	extStatVFS     = "statvfs@openssh.com"
+)
+
+// errSessionClosed is returned by methods called after Close or after the
+// connection was torn down (context cancelled, keepalive timed out).
+var errSessionClosed = errors.New("sftp: session closed")
+
+// Session is one SFTP connection. It implements protocol.Session,
+// protocol.Truncater and protocol.SpaceReporter. Like every
+// protocol.Session, it performs one operation at a time.
+type Session struct {
+	addr   string
+	opts   options
+	log    *slog.Logger
+	conn   net.Conn
+	ssh    *ssh.Client
+	client *sftp.Client
+
+	aborted   atomic.Bool
+	closeOnce sync.Once
+	closed    atomic.Bool
+	done      chan struct{}
+	wg        sync.WaitGroup
+}
+
+var (
+	_ protocol.Session       = (*Session)(nil)
+	_ protocol.Truncater     = (*Session)(nil)
+	_ protocol.SpaceReporter = (*Session)(nil)
+)
+
+// abort tears the connection down so that every blocked call returns. The
+// Session is unusable afterwards.
+func (s *Session) abort() {
+	if s.aborted.CompareAndSwap(false, true) {
+		_ = s.conn.Close()
+	}
+}
+
+// keepAliveLoop sends keepalive@openssh.com every interval and closes the
+// connection when a reply takes longer than two intervals.
+func (s *Session) keepAliveLoop(interval time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := s.ssh.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		timer := time.NewTimer(2 * interval)
+		select {
+		case err := <-reply:
+			timer.Stop()
+			if err != nil {
+				s.log.Debug("sftp: keepalive failed; connection gone", "err", err)
+				return
+			}
+		case <-timer.C:
+			s.log.Warn("sftp: no keepalive reply; closing connection", "waited", 2*interval)
+			s.abort()
+			<-reply
+			return
+		case <-s.done:
+			timer.Stop()
+			<-reply // Close has closed the connection: SendRequest returns.
+			return
+		}
+	}
+}
+
+// Close ends the session: it closes the SFTP client, the SSH connection and
+// the TCP connection and stops the keepalive goroutine. It is idempotent and
+// safe to call after a cancelled context.
+func (s *Session) Close() error {
+	var err error
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.done)
+		// Close the SSH connection first: closing the SFTP client first
+		// would wait for the server to close the channel, forever on a
+		// blackholed connection.
+		err = s.ssh.Close()
+		s.aborted.Store(true)
+		_ = s.client.Close()
+		s.wg.Wait()
+		if errors.Is(err, net.ErrClosed) {
+			err = nil
+		}
+	})
+	if err != nil {
+		return classify("close", "", err)
+	}
+	return nil
+}
+
+// begin checks that a call can start and ties the connection to ctx for the
+// call's duration. The returned end function must be called once with the
+// call's error; it returns the classified error.
+func (s *Session) begin(ctx context.Context, op, path string) (end func(error) error, err error) {
+	if err := protocol.CheckPath(path); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &protocol.Error{Op: op, Path: path, Err: err}
+	}
+	if s.closed.Load() || s.aborted.Load() {
+		return nil, &protocol.Error{Op: op, Path: path, Kind: protocol.ErrTransient, Err: errSessionClosed}
+	}
+	stop := context.AfterFunc(ctx, s.abort)
+	return func(err error) error {
+		if !stop() && err != nil {
+			return &protocol.Error{Op: op, Path: path, Err: ctx.Err()}
+		}
+		return classify(op, path, err)
+	}, nil
+}
+
+// Stat returns the size, modification time and type of path.
+func (s *Session) Stat(ctx context.Context, path string) (protocol.FileInfo, error) {
+	end, err := s.begin(ctx, "stat", path)
+	if err != nil {
+		return protocol.FileInfo{}, err
+	}
+	fi, err := s.client.Stat(path)
+	if err = end(err); err != nil {
+		return protocol.FileInfo{}, err
+	}
+	return protocol.FileInfo{Size: fi.Size(), ModTime: fi.ModTime(), IsDir: fi.IsDir()}, nil
+}
+
+// Rename renames from to to, replacing to. It uses posix-rename@openssh.com
+// when the server offers it (an atomic replace); otherwise it removes to
+// first (not atomic: there is a moment without to) and renames.
+func (s *Session) Rename(ctx context.Context, from, to string) error {
+	if err := protocol.CheckPath(to); err != nil {
+		return err
+	}
+	end, err := s.begin(ctx, "rename", from)
+	if err != nil {
+		return err
+	}
+	if _, ok := s.client.HasExtension(extPosixRename); ok {
+		return end(s.client.PosixRename(from, to))
+	}
+	if err := s.client.Remove(to); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return end(err)
+	}
+	return end(s.client.Rename(from, to))
+}
+
+// Remove deletes the file at path.
+func (s *Session) Remove(ctx context.Context, path string) error {
+	end, err := s.begin(ctx, "remove", path)
+	if err != nil {
+		return err
+	}
+	return end(s.client.Remove(path))
+}
+
+// Truncate sets the size of path (SSH_FXP_SETSTAT with a size).
+func (s *Session) Truncate(ctx context.Context, path string, size int64) error {
+	if size < 0 {
+		return &protocol.Error{Op: "truncate", Path: path, Err: errors.New("negative size")}
+	}
+	end, err := s.begin(ctx, "truncate", path)
+	if err != nil {
+		return err
+	}
+	return end(s.client.Truncate(path, size))
+}
+
+// FreeSpace returns the bytes available to the user on the file system
+// holding path (statvfs@openssh.com: f_bavail × f_frsize). It returns an
+// error matching protocol.ErrUnsupported when the server lacks the
+// extension.
+func (s *Session) FreeSpace(ctx context.Context, path string) (int64, error) {
+	end, err := s.begin(ctx, "statvfs", path)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.freeSpace(path)
+	if err = end(err); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+var errNoStatVFS = errors.New("server does not offer " + extStatVFS)
+
+// freeSpace is FreeSpace without context handling.
+func (s *Session) freeSpace(path string) (int64, error) {
+	if _, ok := s.client.HasExtension(extStatVFS); !ok {
+		return 0, &protocol.Error{Op: "statvfs", Path: path, Kind: protocol.ErrUnsupported, Err: errNoStatVFS}
+	}
+	st, err := s.client.StatVFS(path)
+	if err != nil {
+		return 0, err
+	}
+	if st.Frsize == 0 {
+		st.Frsize = st.Bsize
+	}
+	if st.Frsize != 0 && st.Bavail > math.MaxInt64/st.Frsize {
+		return math.MaxInt64, nil
+	}
+	return int64(st.Bavail * st.Frsize), nil
+}
+
+// noSpace decides whether a generic SSH_FX_FAILURE on a write into path
+// means the file system is full: it asks statvfs@openssh.com and compares
+// the free space with the margin. It returns false when it cannot tell.
+func (s *Session) noSpace(path string, err error) bool {
+	if !isFailure(err) {
+		return false
+	}
+	free, ferr := s.freeSpace(path)
+	if ferr != nil {
+		s.log.Debug("sftp: cannot tell whether the disk is full", "path", path, "err", ferr)
+		return false
+	}
+	s.log.Debug("sftp: write failed; free space", "path", path, "free", free, "margin", s.opts.noSpaceMargin)
+	return free < s.opts.noSpaceMargin
+}
+
+// openFlags are the flags of files opened for writing: never O_APPEND.
+func openFlags(offset int64) int {
+	f := os.O_WRONLY | os.O_CREATE
+	if offset == 0 {
+		f |= os.O_TRUNC
+	}
+	return f
+}

@@ -1,0 +1,110 @@
+package transfer
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+
+	"github.com/openhaul/haul/resume"
+)
+
+// Defaults applied by Config for its zero-valued fields.
+const (
+	// DefaultKeepAlive is the TCP keepalive idle time and probe interval on
+	// every FTP socket, and the SSH keepalive interval for SFTP.
+	DefaultKeepAlive = 15 * time.Second
+	// DefaultDialTimeout bounds connecting and logging in.
+	DefaultDialTimeout = 30 * time.Second
+	// DefaultPartSuffix is appended to a download's local name while it is
+	// incomplete.
+	DefaultPartSuffix = ".part"
+)
+
+// Config configures a Transfer. The zero value is ready to use: every zero
+// field means the documented default, and everything secure is on.
+type Config struct {
+	// Password is used when the URL carries none. Passwords never appear
+	// in logs, errors or results.
+	Password string
+
+	// IdentityFile is a private key for SFTP public-key login.
+	IdentityFile string
+	// UseAgent enables SFTP login through the agent at SSH_AUTH_SOCK.
+	UseAgent bool
+	// KnownHostsFile is checked for the SFTP server's host key. Empty
+	// means ~/.ssh/known_hosts. An unknown or changed key is refused.
+	KnownHostsFile string
+	// InsecureIgnoreHostKey accepts any SFTP host key. Never set it
+	// outside tests.
+	InsecureIgnoreHostKey bool
+
+	// TLSConfig is the base TLS configuration for FTPS. Nil means the
+	// system roots with the URL's host as server name; certificates are
+	// always verified unless the caller's TLSConfig says otherwise.
+	TLSConfig *tls.Config
+
+	// KeepAlive is the TCP keepalive idle time and probe interval (FTP)
+	// or the SSH keepalive interval (SFTP). Zero means DefaultKeepAlive;
+	// negative disables it.
+	KeepAlive time.Duration
+	// DialTimeout bounds connecting and logging in. Zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+
+	// MaxAttempts is the number of attempts in a row without progress
+	// before giving up. Zero means resume.DefaultMaxAttempts.
+	MaxAttempts int
+	// StallTimeout aborts and resumes an attempt that moved no byte for
+	// this long. Zero means resume.DefaultStallTimeout; negative disables.
+	StallTimeout time.Duration
+	// InitialBackoff and MaxBackoff bound the wait between attempts. Zero
+	// means resume.DefaultInitialBackoff and resume.DefaultMaxBackoff.
+	InitialBackoff time.Duration
+	MaxBackoff     time.Duration
+
+	// PartSuffix is appended to a download's local name until it is
+	// complete and verified. Empty means DefaultPartSuffix.
+	PartSuffix string
+
+	// Logger receives structured logs. Nil means none.
+	Logger *slog.Logger
+	// Progress is called with the bytes at the destination and the total
+	// after every chunk. It must return quickly.
+	Progress func(done, total int64)
+	// OnEvent is called for every attempt, failure, backoff, restart and
+	// verification. It must return quickly.
+	OnEvent func(Event)
+}
+
+func (c Config) keepAlive() time.Duration {
+	if c.KeepAlive == 0 {
+		return DefaultKeepAlive
+	}
+	return c.KeepAlive
+}
+
+func (c Config) dialTimeout() time.Duration {
+	if c.DialTimeout <= 0 {
+		return DefaultDialTimeout
+	}
+	return c.DialTimeout
+}
+
+func (c Config) partSuffix() string {
+	if c.PartSuffix == "" {
+		return DefaultPartSuffix
+	}
+	return c.PartSuffix
+}
+
+func (c Config) engine() resume.Config {
+	return resume.Config{
+		MaxAttempts:    c.MaxAttempts,
+		StallTimeout:   c.StallTimeout,
+		InitialBackoff: c.InitialBackoff,
+		MaxBackoff:     c.MaxBackoff,
+		Logger:         c.Logger,
+		Progress:       c.Progress,
+		OnEvent:        c.OnEvent,
+	}
+}
