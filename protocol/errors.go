@@ -22,6 +22,13 @@ var (
 	// timeouts, an unexpected end of stream, a stalled transfer.
 	ErrTransient = errors.New("transient failure")
 
+	// ErrStorage marks a server that failed to store received data, with
+	// no more precise reason (vsftpd's "451 Failure writing to local file",
+	// which is all it says when its disk is full). It also matches
+	// ErrTransient: the engine retries it, but gives up with ErrNoSpace when
+	// it repeats without progress.
+	ErrStorage error = &subKind{msg: "server failed to store data", parent: ErrTransient}
+
 	// ErrAuth marks a rejected login (FTP 530, SSH authentication
 	// failure). It is never retried: servers lock accounts after a few
 	// failed logins.
@@ -48,6 +55,17 @@ var (
 	// ErrUnsupported marks an operation the server or protocol cannot do.
 	ErrUnsupported = errors.New("operation not supported")
 )
+
+// subKind is a kind that also matches a broader kind.
+type subKind struct {
+	msg    string
+	parent error
+}
+
+func (k *subKind) Error() string { return k.msg }
+
+// Is reports whether target is the broader kind.
+func (k *subKind) Is(target error) bool { return target == k.parent }
 
 var (
 	errEmptyPath = errors.New("empty path")
@@ -131,7 +149,7 @@ func Classify(err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil
 	}
-	for _, k := range []error{ErrAuth, ErrNoSpace, ErrResumeUnsupported, ErrHostKey,
+	for _, k := range []error{ErrStorage, ErrAuth, ErrNoSpace, ErrResumeUnsupported, ErrHostKey,
 		ErrInvalidPath, ErrUnsupported, fs.ErrNotExist, fs.ErrPermission, ErrTransient} {
 		if errors.Is(err, k) {
 			return k

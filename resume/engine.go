@@ -22,6 +22,8 @@ type attempt struct {
 	dog   *watchdog
 	meter *meter
 	r     *runner
+	// progressed is set when the attempt started beyond every earlier one.
+	progressed bool
 	// acked, when set (>= 0), is what the attempt moved as acknowledged
 	// by the protocol, which is more exact than the bytes read from the
 	// source.
@@ -29,7 +31,14 @@ type attempt struct {
 }
 
 // start creates the attempt's byte meter once the starting offset is known.
+// An offset beyond every earlier attempt's is the proof that the earlier
+// attempts made progress: only the destination's state counts, not bytes
+// handed to a socket that may never have arrived.
 func (a *attempt) start(offset int64) *meter {
+	if offset > a.r.best {
+		a.r.best = offset
+		a.progressed = true
+	}
 	a.meter = &meter{base: offset, total: a.r.res.Size, dog: a.dog, progress: a.r.cfg.Progress}
 	a.r.emit(Event{Kind: EventAttempt, Attempt: a.n, Offset: offset})
 	return a.meter
@@ -53,6 +62,8 @@ type runner struct {
 	path string
 	dial protocol.Dialer
 	res  Result
+	// best is the highest offset an attempt started at, -1 before any.
+	best int64
 	// committed reports the bytes known to be at the destination, for
 	// the final error.
 	committed func() int64
@@ -80,7 +91,8 @@ func (r *runner) newBackoff() *backoff.ExponentialBackOff {
 func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
 	began := time.Now()
 	b := r.newBackoff()
-	noProgress := 0
+	noProgress := 0   // failures since the destination last grew
+	storageFails := 0 // ErrStorage failures since the destination last grew
 	for n := 1; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return r.fail(began, n-1, context.Cause(ctx))
@@ -99,11 +111,19 @@ func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
 		if ctx.Err() != nil || !retryable(err) {
 			return r.fail(began, n, err)
 		}
-		if moved > 0 {
-			noProgress = 0
+		if a.progressed {
+			noProgress, storageFails = 0, 0
 			b.Reset()
-		} else {
-			noProgress++
+		}
+		noProgress++
+		if errors.Is(err, protocol.ErrStorage) {
+			storageFails++
+			if storageFails >= 2 {
+				// The server failed to store data twice at the same
+				// offset. A full disk is the usual reason; some servers
+				// (vsftpd) say nothing more precise.
+				return r.fail(began, n, errors.Join(protocol.ErrNoSpace, errStorageRepeated, err))
+			}
 		}
 		if noProgress >= r.cfg.maxAttempts() {
 			return r.fail(began, n, errors.Join(ErrRetriesExhausted, err))
@@ -164,7 +184,7 @@ func (r *runner) fail(began time.Time, attempts int, err error) (Result, error) 
 }
 
 func newRunner(op, path string, dial protocol.Dialer, cfg Config) *runner {
-	return &runner{cfg: cfg, log: cfg.logger(), op: op, path: path, dial: dial}
+	return &runner{cfg: cfg, log: cfg.logger(), op: op, path: path, dial: dial, best: -1}
 }
 
 // localError marks an error of the local side (reading the source,

@@ -282,3 +282,17 @@ func TestInvalidPathRejected(t *testing.T) {
 		t.Fatalf("err=%v dials=%d", err, s.dials)
 	}
 }
+
+func TestRepeatedStorageFailureIsNoSpace(t *testing.T) {
+	s := newFakeServer()
+	s.fullAt = 300_000
+	src := randomBytes(1 << 20)
+	_, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	var re *resume.Error
+	if !errors.Is(err, protocol.ErrNoSpace) || !errors.As(err, &re) || re.Attempts > 3 || re.Committed != 300_000 {
+		t.Fatalf("err = %v", err)
+	}
+	if got := s.file("f"); !bytes.Equal(got, src[:300_000]) {
+		t.Fatalf("partial not kept: %d bytes", len(got))
+	}
+}

@@ -28,6 +28,8 @@ var (
 	ErrSourceChanged = errors.New("source changed during transfer")
 )
 
+var errStorageRepeated = errors.New("the server failed to store data twice without progress (probably a full disk)")
+
 // Error is the error of a failed transfer. It says what was being done,
 // where, how far it got and how many attempts were made, and wraps the
 // last cause, so errors.Is(err, protocol.ErrAuth) and the like work on it.

@@ -33,6 +33,9 @@ type fakeServer struct {
 	// holes makes a failed writer grow the file by this many garbage
 	// bytes past what it acknowledged (like concurrent SFTP writes).
 	holes int64
+	// fullAt makes writes that would grow a file past it fail like
+	// vsftpd on a full disk (451, ErrStorage); 0 means no limit.
+	fullAt int64
 	// refuseOffset makes OpenWriter refuse offsets > 0.
 	refuseOffset bool
 	// closeErrAfterAll makes a writer's Close fail transiently once, after
@@ -175,6 +178,10 @@ func (w *fakeWriter) Write(p []byte) (int, error) {
 		n := min(len(p)-done, 32<<10)
 		ok, err := w.s.step(w.ctx, n)
 		w.s.mu.Lock()
+		if cur := int64(len(w.s.files[w.path])); w.s.fullAt > 0 && cur+int64(ok) > w.s.fullAt {
+			ok = int(w.s.fullAt - cur)
+			err = &protocol.Error{Op: "write", Path: w.path, Code: 451, Kind: protocol.ErrStorage}
+		}
 		w.s.files[w.path] = append(w.s.files[w.path], p[done:done+ok]...)
 		w.s.mtime[w.path] = time.Now()
 		if err != nil && w.s.holes > 0 {

@@ -83,6 +83,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Short:         "Move large files over FTP, FTPS and SFTP, and finish them",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Args:          cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			return &usageError{"no command given"}
+		},
 	}
 	pf := root.PersistentFlags()
 	pf.StringVar(&f.passwordFile, "password-file", "", "read the password from this file (else HAUL_PASSWORD, else the URL)")
