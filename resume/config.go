@@ -17,6 +17,11 @@ const (
 	DefaultStallTimeout = 60 * time.Second
 	// DefaultInitialBackoff is the first wait before a reconnection.
 	DefaultInitialBackoff = time.Second
+	// DefaultOverlap is how many bytes before the resume point are
+	// compared with the source before appending.
+	DefaultOverlap = 64 << 10
+	// maxSourceChanges bounds restarts caused by a changing source.
+	maxSourceChanges = 3
 	// DefaultMaxBackoff caps the wait between reconnections.
 	DefaultMaxBackoff = 60 * time.Second
 )
@@ -41,6 +46,23 @@ type Config struct {
 	// means DefaultInitialBackoff and DefaultMaxBackoff.
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
+
+	// Overlap is how many bytes before the resume point are compared
+	// with the source before a resumed transfer appends: a partial that
+	// does not end with the source's bytes (written in ASCII mode,
+	// zero-filled by the server, another writer) is not resumed but
+	// restarted from zero. Zero means DefaultOverlap; negative disables.
+	Overlap int64
+
+	// Verify says how the finished file is proven identical. The zero
+	// value, VerifyAuto, uses a server-side hash where the server offers
+	// one and sizes otherwise.
+	Verify VerifyPolicy
+
+	// TempPath, for uploads, is where the data goes until it is complete
+	// and verified; then it is renamed to the remote path, replacing any
+	// file there. Empty means the remote path itself (no rename).
+	TempPath string
 
 	// Logger receives one record per attempt, failure and backoff. Nil
 	// means no logging.
@@ -82,6 +104,16 @@ func (c Config) maxBackoff() time.Duration {
 		return DefaultMaxBackoff
 	}
 	return c.MaxBackoff
+}
+
+func (c Config) overlap() int64 {
+	switch {
+	case c.Overlap == 0:
+		return DefaultOverlap
+	case c.Overlap < 0:
+		return 0
+	}
+	return c.Overlap
 }
 
 func (c Config) logger() *slog.Logger {

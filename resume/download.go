@@ -14,6 +14,7 @@ import (
 // Its current size is the resume point.
 type LocalFile interface {
 	io.WriterAt
+	io.ReaderAt
 	Truncate(size int64) error
 	Stat() (fs.FileInfo, error)
 	Sync() error
@@ -25,9 +26,12 @@ type LocalFile interface {
 // Each attempt resumes at dst's current size, after checking that the
 // remote file still has the size and modification time it had on the first
 // attempt; if it changed, the download starts again from zero rather than
-// splice two versions. A dst larger than the remote file also starts again
-// from zero. Success is reported only after dst's size equals the remote
-// size and dst was synced. The error, if any, is an *Error.
+// splice two versions. The resumed stream starts Config.Overlap bytes
+// early and those bytes must equal dst's tail, else the download restarts
+// from zero. A dst larger than the remote file also starts again from
+// zero. Success is reported only after dst was synced, its size equals the
+// remote size and its content verified by Config.Verify. The error, if
+// any, is an *Error.
 func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst LocalFile, cfg Config) (Result, error) {
 	if err := protocol.CheckPath(remotePath); err != nil {
 		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
@@ -83,19 +87,35 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 		}
 		local = 0
 	}
-	if r.res.StartOffset < 0 {
-		r.res.StartOffset = local
-	}
 	if local == info.Size {
 		a.start(local)
-		return d.verify(a)
+		return d.finish(ctx, sess, a)
+	}
+	k := min(r.cfg.overlap(), local)
+	rd, err := sess.OpenReader(ctx, d.path, local-k)
+	if err != nil {
+		return err
+	}
+	if k > 0 {
+		same, err := equalStream(rd, d.dst, local-k, k, a)
+		if err != nil {
+			rd.Close()
+			return err
+		}
+		if !same {
+			rd.Close()
+			r.restart(a, fmt.Sprintf("the local partial's last %d bytes differ from the remote file", k))
+			if err := d.dst.Truncate(0); err != nil {
+				return &localError{op: "truncate", err: err}
+			}
+			local = 0
+			if rd, err = sess.OpenReader(ctx, d.path, 0); err != nil {
+				return err
+			}
+		}
 	}
 	if local > 0 && a.n > 1 {
 		r.res.Resumes++
-	}
-	rd, err := sess.OpenReader(ctx, d.path, local)
-	if err != nil {
-		return err
 	}
 	m := a.start(local)
 	var localErr error
@@ -115,10 +135,11 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 		return &protocol.Error{Op: "read", Path: d.path, Kind: protocol.ErrTransient,
 			Err: fmt.Errorf("%w: stream ended at %d, remote size %d", io.ErrUnexpectedEOF, local+n, info.Size)}
 	}
-	return d.verify(a)
+	return d.finish(ctx, sess, a)
 }
 
-func (d *download) verify(a *attempt) error {
+// finish syncs dst and verifies it against the remote file.
+func (d *download) finish(ctx context.Context, sess protocol.Session, a *attempt) error {
 	if err := d.dst.Sync(); err != nil {
 		return &localError{op: "sync", err: err}
 	}
@@ -130,7 +151,11 @@ func (d *download) verify(a *attempt) error {
 		return &protocol.Error{Op: "verify", Path: d.path, Kind: protocol.ErrTransient,
 			Err: fmt.Errorf("%w: local size %d, remote %d", ErrVerify, got, d.size)}
 	}
-	a.r.res.Verified = "size"
-	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: "size"})
+	method, err := a.verifyContent(ctx, sess, d.path, d.dst, d.size)
+	if err != nil {
+		return err
+	}
+	a.r.res.Verified = method
+	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: method})
 	return nil
 }

@@ -39,6 +39,9 @@ func (a *attempt) start(offset int64) *meter {
 		a.r.best = offset
 		a.progressed = true
 	}
+	if a.r.res.StartOffset < 0 {
+		a.r.res.StartOffset = offset
+	}
 	a.meter = &meter{base: offset, total: a.r.res.Size, dog: a.dog, progress: a.r.cfg.Progress}
 	a.r.emit(Event{Kind: EventAttempt, Attempt: a.n, Offset: offset})
 	return a.meter

@@ -21,6 +21,30 @@ func fastCfg() resume.Config {
 	return resume.Config{InitialBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, StallTimeout: 2 * time.Second}
 }
 
+// memSource is an in-memory upload source.
+type memSource struct {
+	*bytes.Reader
+	mtime time.Time
+}
+
+type memInfo struct {
+	size  int64
+	mtime time.Time
+}
+
+func (m memInfo) Name() string       { return "mem" }
+func (m memInfo) Size() int64        { return m.size }
+func (m memInfo) Mode() fs.FileMode  { return 0o644 }
+func (m memInfo) ModTime() time.Time { return m.mtime }
+func (m memInfo) IsDir() bool        { return false }
+func (m memInfo) Sys() any           { return nil }
+
+func (m *memSource) Stat() (fs.FileInfo, error) { return memInfo{m.Size(), m.mtime}, nil }
+
+func memSrc(b []byte) *memSource {
+	return &memSource{Reader: bytes.NewReader(b), mtime: time.Unix(1, 0)}
+}
+
 func randomBytes(n int) []byte {
 	b := make([]byte, n)
 	r := rand.New(rand.NewPCG(1, uint64(n)))
@@ -33,7 +57,7 @@ func randomBytes(n int) []byte {
 func TestUploadClean(t *testing.T) {
 	s := newFakeServer()
 	src := randomBytes(1 << 20)
-	res, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +76,7 @@ func TestUploadResumesAfterCuts(t *testing.T) {
 	var events []resume.EventKind
 	cfg := fastCfg()
 	cfg.OnEvent = func(e resume.Event) { events = append(events, e.Kind) }
-	res, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", cfg)
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +96,7 @@ func TestUploadResumesAtAckedMarkNotRemoteSize(t *testing.T) {
 	s.cuts = []int64{400_000}
 	s.holes = 100_000 // the failed writer leaves garbage past its acknowledged mark
 	src := randomBytes(1 << 20)
-	_, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	_, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +109,7 @@ func TestUploadRemoteLargerRestarts(t *testing.T) {
 	s := newFakeServer()
 	s.put("f", randomBytes(2<<20))
 	src := randomBytes(1 << 20)
-	res, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +123,7 @@ func TestUploadResumeRefusedRestartsFromZero(t *testing.T) {
 	s.refuseOffset = true
 	src := randomBytes(1 << 20)
 	s.put("f", src[:1000])
-	res, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +136,7 @@ func TestUploadCloseErrorAfterAllBytesIsConfirmedBySize(t *testing.T) {
 	s := newFakeServer()
 	s.closeErrAfterAll = true
 	src := randomBytes(1 << 20)
-	res, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +150,7 @@ func TestAuthErrorIsNeverRetried(t *testing.T) {
 	authErr := &protocol.Error{Op: "login", Code: 530, Kind: protocol.ErrAuth}
 	s.dialErrs = []error{authErr, nil, nil}
 	src := randomBytes(1000)
-	_, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	_, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	if !errors.Is(err, protocol.ErrAuth) {
 		t.Fatalf("err = %v", err)
 	}
@@ -145,7 +169,7 @@ func TestRetriesExhaustedWithoutProgress(t *testing.T) {
 	cfg := fastCfg()
 	cfg.MaxAttempts = 3
 	src := randomBytes(1000)
-	_, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", cfg)
+	_, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
 	if !errors.Is(err, resume.ErrRetriesExhausted) || !errors.Is(err, protocol.ErrTransient) || s.dials != 3 {
 		t.Fatalf("err = %v, dials = %d", err, s.dials)
 	}
@@ -159,7 +183,7 @@ func TestProgressResetsAttemptBudget(t *testing.T) {
 	cfg := fastCfg()
 	cfg.MaxAttempts = 2
 	src := randomBytes(1 << 20)
-	res, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", cfg)
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
 	if err != nil || res.Attempts != 9 {
 		t.Fatalf("err=%v res=%+v", err, res)
 	}
@@ -277,7 +301,7 @@ func TestCancelReturnsPromptlyWithoutLeaks(t *testing.T) {
 
 func TestInvalidPathRejected(t *testing.T) {
 	s := newFakeServer()
-	_, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(nil), 0, "a\r\nDELE b", fastCfg())
+	_, err := resume.Upload(context.Background(), s.dial, memSrc(nil), "a\r\nDELE b", fastCfg())
 	if !errors.Is(err, protocol.ErrInvalidPath) || s.dials != 0 {
 		t.Fatalf("err=%v dials=%d", err, s.dials)
 	}
@@ -287,7 +311,7 @@ func TestRepeatedStorageFailureIsNoSpace(t *testing.T) {
 	s := newFakeServer()
 	s.fullAt = 300_000
 	src := randomBytes(1 << 20)
-	_, err := resume.Upload(context.Background(), s.dial, bytes.NewReader(src), int64(len(src)), "f", fastCfg())
+	_, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
 	var re *resume.Error
 	if !errors.Is(err, protocol.ErrNoSpace) || !errors.As(err, &re) || re.Attempts > 3 || re.Committed != 300_000 {
 		t.Fatalf("err = %v", err)

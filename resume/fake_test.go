@@ -3,6 +3,7 @@ package resume_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"io/fs"
@@ -226,3 +227,36 @@ func (f *fakeSession) Remove(ctx context.Context, path string) error {
 }
 
 func (f *fakeSession) Close() error { f.closed = true; return nil }
+
+// hashingSession is a fakeSession whose server can hash (like proftpd's
+// mod_digest or check-file).
+type hashingSession struct {
+	fakeSession
+	lie bool // report a wrong hash
+}
+
+var _ protocol.Hasher = (*hashingSession)(nil)
+
+func (h *hashingSession) HashAlgorithms() []string { return []string{"sha256"} }
+
+func (h *hashingSession) Hash(ctx context.Context, path, algo string, start, end int64) ([]byte, error) {
+	b := h.s.file(path)
+	if end < 0 {
+		end = int64(len(b))
+	}
+	sum := sha256.Sum256(b[start:end])
+	if h.lie {
+		sum[0] ^= 1
+	}
+	return sum[:], nil
+}
+
+func (s *fakeServer) hashingDial(lie bool) protocol.Dialer {
+	return func(ctx context.Context) (protocol.Session, error) {
+		sess, err := s.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &hashingSession{fakeSession: *sess.(*fakeSession), lie: lie}, nil
+	}
+}

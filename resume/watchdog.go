@@ -19,6 +19,7 @@ type watchdog struct {
 	mu      sync.Mutex
 	timer   *time.Timer
 	stopped bool
+	paused  bool
 }
 
 // newWatchdog returns a watchdog over cancel; timeout <= 0 disables it.
@@ -40,12 +41,37 @@ func (w *watchdog) check() {
 	if w.stopped {
 		return
 	}
+	if w.paused {
+		w.timer.Reset(w.timeout)
+		return
+	}
 	idle := time.Since(w.start) - time.Duration(w.last.Load())
 	if idle >= w.timeout {
 		w.cancel(ErrStalled)
 		return
 	}
 	w.timer.Reset(w.timeout - idle)
+}
+
+// pause suspends the watchdog (for a step that legitimately moves no
+// byte for long, guarded by a deadline of its own); resume restarts it.
+func (w *watchdog) pause() {
+	if w.timer == nil {
+		return
+	}
+	w.mu.Lock()
+	w.paused = true
+	w.mu.Unlock()
+}
+
+func (w *watchdog) resume() {
+	if w.timer == nil {
+		return
+	}
+	w.touch()
+	w.mu.Lock()
+	w.paused = false
+	w.mu.Unlock()
 }
 
 func (w *watchdog) stop() {

@@ -62,9 +62,24 @@ type Config struct {
 	InitialBackoff time.Duration
 	MaxBackoff     time.Duration
 
-	// PartSuffix is appended to a download's local name until it is
-	// complete and verified. Empty means DefaultPartSuffix.
+	// PartSuffix is appended to the destination's name while a transfer
+	// is incomplete: an upload goes to "<remote>.part" on the server and
+	// is renamed into place, replacing any existing file, only after it
+	// verified; a download goes to "<local>.part". An interrupted transfer
+	// resumes that file. Empty means DefaultPartSuffix.
 	PartSuffix string
+	// DirectUpload writes uploads straight to the remote path, without
+	// the temporary name and the rename (for servers that forbid renames).
+	DirectUpload bool
+
+	// Verify says how a finished transfer is proven identical: the zero
+	// value (auto) compares a server-side hash where the server offers one
+	// (FTP HASH/XSHA256, SFTP check-file) and sizes otherwise.
+	Verify resume.VerifyPolicy
+	// Overlap is how many bytes before a resume point are compared with
+	// the source before appending. Zero means resume.DefaultOverlap
+	// (64 KiB); negative disables the check.
+	Overlap int64
 
 	// Logger receives structured logs. Nil means none.
 	Logger *slog.Logger
@@ -103,6 +118,8 @@ func (c Config) engine() resume.Config {
 		StallTimeout:   c.StallTimeout,
 		InitialBackoff: c.InitialBackoff,
 		MaxBackoff:     c.MaxBackoff,
+		Verify:         c.Verify,
+		Overlap:        c.Overlap,
 		Logger:         c.Logger,
 		Progress:       c.Progress,
 		OnEvent:        c.OnEvent,

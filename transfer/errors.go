@@ -32,6 +32,8 @@ var (
 	ErrStalled = resume.ErrStalled
 	// ErrVerify: the result did not verify. Nothing is deleted.
 	ErrVerify = resume.ErrVerify
+	// ErrSourceChanged: the local source kept changing during an upload.
+	ErrSourceChanged = resume.ErrSourceChanged
 	// ErrUnsupportedScheme: the URL's scheme is not ftp, ftps,
 	// ftps+implicit or sftp.
 	ErrUnsupportedScheme = errUnsupportedScheme

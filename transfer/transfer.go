@@ -32,6 +32,21 @@ import (
 // re-sent because of faults, duration and how the result was verified.
 type Result = resume.Result
 
+// VerifyPolicy says how a finished transfer is proven identical: auto
+// (the zero value), size, hash or readback.
+type VerifyPolicy = resume.VerifyPolicy
+
+// The verification policies.
+const (
+	VerifyAuto     = resume.VerifyAuto
+	VerifySize     = resume.VerifySize
+	VerifyHash     = resume.VerifyHash
+	VerifyReadback = resume.VerifyReadback
+)
+
+// ParseVerifyPolicy parses "auto", "size", "hash" or "readback".
+func ParseVerifyPolicy(s string) (VerifyPolicy, error) { return resume.ParseVerifyPolicy(s) }
+
 // Event is one step of a transfer (attempt, failure, backoff, restart,
 // verification), delivered to Config.OnEvent.
 type Event = resume.Event
@@ -44,7 +59,10 @@ type Event = resume.Event
 // as it needs. Methods may be called concurrently.
 type Transfer interface {
 	// Upload sends the local file to remotePath and returns once the
-	// remote file is complete and verified.
+	// remote file is complete and verified. The data goes to remotePath +
+	// Config.PartSuffix and is renamed into place after verification
+	// (unless Config.DirectUpload), so an existing remotePath is replaced
+	// atomically and never seen half-written.
 	Upload(ctx context.Context, localPath, remotePath string) (Result, error)
 	// Download fetches remotePath into localPath. The data goes to
 	// localPath + Config.PartSuffix until it is complete and verified,
@@ -129,7 +147,11 @@ func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 	if !fi.Mode().IsRegular() {
 		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: fmt.Errorf("%s: not a regular file", localPath)}
 	}
-	return resume.Upload(ctx, c.dial, f, fi.Size(), remotePath, c.cfg.engine())
+	ecfg := c.cfg.engine()
+	if !c.cfg.DirectUpload {
+		ecfg.TempPath = remotePath + c.cfg.partSuffix()
+	}
+	return resume.Upload(ctx, c.dial, f, remotePath, ecfg)
 }
 
 func (c *client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {

@@ -51,6 +51,8 @@ type flags struct {
 	quiet           bool
 	verbose         bool
 	partSuffix      string
+	verify          string
+	direct          bool
 }
 
 // report is the --json output.
@@ -100,7 +102,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pf.BoolVar(&f.jsonOut, "json", false, "print one JSON object with the result on stdout")
 	pf.BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar")
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log each attempt to stderr")
-	pf.StringVar(&f.partSuffix, "part-suffix", "", "suffix of a download's partial file (default .part)")
+	pf.StringVar(&f.partSuffix, "part-suffix", "", "suffix of the partial file while a transfer is incomplete (default .part)")
+	pf.StringVar(&f.verify, "verify", "auto", "how to prove the result: auto (server hash if offered, else size), size, hash, readback")
+	pf.BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 
 	var rep report
@@ -201,6 +205,11 @@ func (f *flags) config(stderr io.Writer) (transfer.Config, error) {
 		PartSuffix:            f.partSuffix,
 		Password:              os.Getenv("HAUL_PASSWORD"),
 	}
+	v, err := transfer.ParseVerifyPolicy(f.verify)
+	if err != nil {
+		return cfg, &usageError{"--verify: " + err.Error()}
+	}
+	cfg.Verify, cfg.DirectUpload = v, f.direct
 	if f.retries < 0 {
 		return cfg, &usageError{"--retries must not be negative"}
 	}

@@ -1,0 +1,232 @@
+package resume
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"crypto/sha1"
+	"crypto/sha256"
+	"crypto/sha512"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"io"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+)
+
+// VerifyPolicy says how a finished transfer is proven identical.
+type VerifyPolicy int
+
+const (
+	// VerifyAuto, the default, compares a hash computed by the server
+	// (FTP HASH/XSHA256..., SFTP check-file) with the local one where the
+	// server can hash, and sizes otherwise.
+	VerifyAuto VerifyPolicy = iota
+	// VerifySize compares sizes only.
+	VerifySize
+	// VerifyHash requires a server-side hash; a server that cannot hash
+	// fails the transfer with protocol.ErrUnsupported.
+	VerifyHash
+	// VerifyReadback reads the whole remote file back and compares it
+	// with the local one, byte for byte. It doubles the traffic.
+	VerifyReadback
+)
+
+// String returns the policy's name as the CLI spells it.
+func (p VerifyPolicy) String() string {
+	switch p {
+	case VerifyAuto:
+		return "auto"
+	case VerifySize:
+		return "size"
+	case VerifyHash:
+		return "hash"
+	case VerifyReadback:
+		return "readback"
+	}
+	return fmt.Sprintf("VerifyPolicy(%d)", int(p))
+}
+
+// ParseVerifyPolicy parses "auto", "size", "hash" or "readback".
+func ParseVerifyPolicy(s string) (VerifyPolicy, error) {
+	for p := VerifyAuto; p <= VerifyReadback; p++ {
+		if p.String() == s {
+			return p, nil
+		}
+	}
+	return 0, fmt.Errorf("unknown verification policy %q (want auto, size, hash or readback)", s)
+}
+
+// localHashes are the algorithms the engine can compute locally, by the
+// names protocol.Hasher uses.
+var localHashes = map[string]func() hash.Hash{
+	"sha256": sha256.New,
+	"sha512": sha512.New,
+	"sha1":   sha1.New,
+	"md5":    md5.New,
+	"crc32":  func() hash.Hash { return crc32.NewIEEE() },
+}
+
+// hasherFor returns the session's hasher and the best algorithm both sides
+// know, or ok=false.
+func hasherFor(sess protocol.Session) (h protocol.Hasher, algo string, ok bool) {
+	h, ok = sess.(protocol.Hasher)
+	if !ok {
+		return nil, "", false
+	}
+	for _, a := range h.HashAlgorithms() {
+		if localHashes[a] != nil {
+			return h, a, true
+		}
+	}
+	return nil, "", false
+}
+
+// hashLocal hashes bytes [start, end) of r.
+func hashLocal(r io.ReaderAt, algo string, start, end int64) ([]byte, error) {
+	h := localHashes[algo]()
+	if _, err := io.Copy(h, io.NewSectionReader(r, start, end-start)); err != nil {
+		return nil, &localError{op: "read", err: err}
+	}
+	return h.Sum(nil), nil
+}
+
+// hashBudget is how long a server may take to hash n bytes before the
+// call is abandoned: servers hash at hundreds of MB/s, so this is generous.
+func hashBudget(stall time.Duration, n int64) time.Duration {
+	return max(stall, 0) + time.Duration(n/(20<<20))*time.Second + 10*time.Second
+}
+
+// remoteHash asks the server for the hash of [start, end) of path, with
+// the stall watchdog paused (the server sends nothing while it hashes) and
+// a deadline of its own.
+func (a *attempt) remoteHash(ctx context.Context, h protocol.Hasher, path, algo string, start, end int64) ([]byte, error) {
+	a.dog.pause()
+	defer a.dog.resume()
+	hctx, cancel := context.WithTimeout(ctx, hashBudget(a.r.cfg.stallTimeout(), end-start))
+	defer cancel()
+	sum, err := h.Hash(hctx, path, algo, start, end)
+	if err != nil && hctx.Err() != nil && ctx.Err() == nil {
+		return nil, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrTransient, Err: err}
+	}
+	return sum, err
+}
+
+// sameRange reports whether bytes [start, end) of the remote path equal
+// those of local: by a server-side hash where the server can (no data
+// connection), else by reading the remote range.
+func (a *attempt) sameRange(ctx context.Context, sess protocol.Session, path string, local io.ReaderAt, start, end int64) (bool, error) {
+	if h, algo, ok := hasherFor(sess); ok {
+		want, err := hashLocal(local, algo, start, end)
+		if err != nil {
+			return false, err
+		}
+		got, err := a.remoteHash(ctx, h, path, algo, start, end)
+		if err == nil {
+			return bytes.Equal(got, want), nil
+		}
+		if !errors.Is(err, protocol.ErrUnsupported) {
+			return false, err
+		}
+	}
+	rd, err := sess.OpenReader(ctx, path, start)
+	if err != nil {
+		return false, err
+	}
+	same, err := equalStream(rd, local, start, end-start, a)
+	// Closing before the end aborts the transfer; whatever the server
+	// says about that abort, the answer is already known.
+	_ = rd.Close()
+	return same, err
+}
+
+// equalStream compares the next n bytes of r with local from offset off.
+func equalStream(r io.Reader, local io.ReaderAt, off, n int64, a *attempt) (bool, error) {
+	const chunk = 256 << 10
+	rb, lb := make([]byte, chunk), make([]byte, chunk)
+	for n > 0 {
+		k := int(min(n, chunk))
+		if _, err := io.ReadFull(r, rb[:k]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return false, nil // the remote is shorter: not the same
+			}
+			return false, err
+		}
+		if _, err := local.ReadAt(lb[:k], off); err != nil {
+			return false, &localError{op: "read", err: err}
+		}
+		if !bytes.Equal(rb[:k], lb[:k]) {
+			return false, nil
+		}
+		if a != nil {
+			a.dog.touch()
+		}
+		off += int64(k)
+		n -= int64(k)
+	}
+	return true, nil
+}
+
+// verifyContent proves that the remote path holds exactly the size bytes
+// of local, by the configured policy, after sizes were found equal. It
+// returns the method used.
+func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path string, local io.ReaderAt, size int64) (string, error) {
+	policy := a.r.cfg.Verify
+	switch policy {
+	case VerifySize:
+		return "size", nil
+	case VerifyReadback:
+		same, err := a.sameRangeByReading(ctx, sess, path, local, size)
+		if err != nil {
+			return "", err
+		}
+		if !same {
+			return "", &protocol.Error{Op: "verify", Path: path, Err: fmt.Errorf("%w: read-back differs", ErrVerify)}
+		}
+		return "readback", nil
+	}
+	h, algo, ok := hasherFor(sess)
+	if !ok {
+		if policy == VerifyHash {
+			return "", &protocol.Error{Op: "verify", Path: path, Kind: protocol.ErrUnsupported, Err: errors.New("the server offers no hash this client knows")}
+		}
+		return "size", nil
+	}
+	want, err := hashLocal(local, algo, 0, size)
+	if err != nil {
+		return "", err
+	}
+	got, err := a.remoteHash(ctx, h, path, algo, 0, size)
+	if errors.Is(err, protocol.ErrUnsupported) && policy == VerifyAuto {
+		return "size", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	if !bytes.Equal(got, want) {
+		return "", &protocol.Error{Op: "verify", Path: path,
+			Err: fmt.Errorf("%w: %s differs: remote %x, local %x", ErrVerify, algo, got, want)}
+	}
+	return algo, nil
+}
+
+func (a *attempt) sameRangeByReading(ctx context.Context, sess protocol.Session, path string, local io.ReaderAt, size int64) (bool, error) {
+	rd, err := sess.OpenReader(ctx, path, 0)
+	if err != nil {
+		return false, err
+	}
+	defer rd.Close()
+	same, err := equalStream(rd, local, 0, size, a)
+	if err != nil || !same {
+		return same, err
+	}
+	// The remote must end here too.
+	var one [1]byte
+	if n, _ := rd.Read(one[:]); n > 0 {
+		return false, nil
+	}
+	return true, nil
+}
