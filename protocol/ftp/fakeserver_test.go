@@ -3,6 +3,7 @@ package ftp_test
 import (
 	"bufio"
 	"crypto/sha256"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -29,22 +30,28 @@ type fakeServer struct {
 	cmds  []string // every command received, PASS masked
 
 	// Faults.
-	refuseRestStor bool   // STOR after REST n>0 → 451
-	refuseRest     int    // REST → this code when non-zero
-	killRetrAfter  int    // RETR: send this many bytes, then drop both connections without a reply
-	pasvHost       string // host announced in PASV replies
-	noEPSV         bool   // EPSV → 502
-	retrLoop       bool   // RETR: stream the file over and over (a huge file)
+	refuseRestStor bool        // STOR after REST n>0 → 451
+	refuseRest     int         // REST → this code when non-zero
+	killRetrAfter  int         // RETR: send this many bytes, then drop both connections without a reply
+	pasvHost       string      // host announced in PASV replies
+	noEPSV         bool        // EPSV → 502
+	retrLoop       bool        // RETR: stream the file over and over (a huge file)
+	tlsConfig      *tls.Config // implicit TLS on every connection when set
 	conns          sync.WaitGroup
 }
 
-func newFakeServer(t *testing.T) *fakeServer {
+// newFakeServer starts a fake server; configure sets its faults before it
+// accepts connections.
+func newFakeServer(t *testing.T, configure ...func(*fakeServer)) *fakeServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &fakeServer{t: t, ln: ln, password: "pw", files: map[string][]byte{}, dirs: map[string]bool{"dir": true}, pasvHost: "10.9.9.9"}
+	for _, c := range configure {
+		c(s)
+	}
 	go s.serve()
 	t.Cleanup(func() {
 		_ = ln.Close()
@@ -79,6 +86,9 @@ func (s *fakeServer) serve() {
 		c, err := s.ln.Accept()
 		if err != nil {
 			return
+		}
+		if s.tlsConfig != nil {
+			c = tls.Server(c, s.tlsConfig)
 		}
 		s.conns.Add(1)
 		go func() {
@@ -149,8 +159,8 @@ func (fc *fakeConn) command(verb, arg string) bool {
 	case "TYPE":
 		fc.binary = arg == "I"
 		fc.reply(200, "type set")
-	case "NOOP":
-		fc.reply(200, "noop")
+	case "NOOP", "PBSZ", "PROT":
+		fc.reply(200, "ok")
 	case "QUIT":
 		fc.reply(221, "bye")
 		return false
@@ -271,6 +281,9 @@ func (fc *fakeConn) acceptData() net.Conn {
 	if err != nil {
 		fc.reply(425, "no data connection")
 		return nil
+	}
+	if fc.s.tlsConfig != nil {
+		return tls.Server(d, fc.s.tlsConfig)
 	}
 	return d
 }

@@ -64,7 +64,6 @@ type Session struct {
 	ctrl     net.Conn // raw TCP control connection
 	ctrlHost string   // IP of the control connection's peer
 	data     net.Conn // raw TCP connection of the current transfer
-	sent     *atomic.Int64
 	dialCtx  context.Context
 	busy     bool
 	stop     func() bool // AfterFunc stop of the operation in progress
@@ -193,7 +192,12 @@ func (s *Session) Conns() (control, data net.Conn) {
 // first call) and every data connection.
 func (s *Session) dialConn(network, address string) (net.Conn, error) {
 	s.mu.Lock()
-	ctx, first, dead, sent, host := s.dialCtx, s.ctrl == nil, s.deadErr, s.sent, s.ctrlHost
+	ctx, first, dead, host := s.dialCtx, s.ctrl == nil, s.deadErr, s.ctrlHost
+	var sent *atomic.Int64
+	var accepted *atomic.Bool
+	if s.writer != nil {
+		sent, accepted = &s.writer.sent, &s.writer.accept
+	}
 	s.mu.Unlock()
 	if dead != nil {
 		return nil, dead
@@ -254,7 +258,7 @@ func (s *Session) dialConn(network, address string) (net.Conn, error) {
 		// file) performs it, resuming the control session.
 		conn = tls.Client(raw, s.tlsCfg)
 	}
-	return &dataConn{Conn: conn, raw: raw, sent: sent, linger: s.opts.shutTimeout}, nil
+	return &dataConn{Conn: conn, raw: raw, sent: sent, accepted: accepted, linger: s.opts.shutTimeout}, nil
 }
 
 // begin marks the start of an operation bound to ctx: a cancelled ctx
@@ -284,7 +288,7 @@ func (s *Session) begin(ctx context.Context, f failure) error {
 func (s *Session) end() {
 	s.mu.Lock()
 	stop := s.stop
-	s.busy, s.dialCtx, s.stop, s.writer, s.sent = false, nil, nil, nil, nil
+	s.busy, s.dialCtx, s.stop, s.writer = false, nil, nil, nil
 	s.mu.Unlock()
 	if stop != nil {
 		stop()
@@ -533,6 +537,7 @@ type dataConn struct {
 	net.Conn               // *net.TCPConn or *tls.Conn
 	raw      net.Conn      // the TCP connection under Conn
 	sent     *atomic.Int64 // nil for downloads
+	accepted *atomic.Bool  // the server accepted the upload (150); nil for downloads
 	linger   time.Duration // bound of the drain in Close; 0: none
 }
 
@@ -543,9 +548,10 @@ type dataConn struct {
 // of a FIN, and the server then discards the tail of the upload it had not
 // read yet and answers 426 (reported against vsftpd and proftpd with TLS 1.3;
 // observed here with vsftpd: a 512 MiB upload lost its last 3.6 MiB).
-// A download is simply closed: that also aborts an unfinished transfer.
+// A download, or an upload the server refused (it would never close its
+// side), is simply closed: that also aborts an unfinished transfer.
 func (c *dataConn) Close() error {
-	if c.sent != nil && os.Getenv("PFTP_NODRAIN") == "" {
+	if c.accepted != nil && c.accepted.Load() {
 		if tc, ok := c.Conn.(*tls.Conn); ok {
 			_ = tc.CloseWrite()
 		}

@@ -3,12 +3,19 @@ package ftp_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"io"
 	"io/fs"
 	"log/slog"
+	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -192,9 +199,8 @@ func TestEarlyCloseLeavesSessionUsable(t *testing.T) {
 }
 
 func TestShortStreamIsTransient(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := newFakeServer(t, func(s *fakeServer) { s.killRetrAfter = 40_000 })
 	srv.setFile("f", randBytes(t, 100_000))
-	srv.killRetrAfter = 40_000
 	s := dialFake(t, srv)
 	r, err := s.OpenReader(context.Background(), "f", 0)
 	if err != nil {
@@ -214,9 +220,8 @@ func TestShortStreamIsTransient(t *testing.T) {
 }
 
 func TestResumedStorRefused(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := newFakeServer(t, func(s *fakeServer) { s.refuseRestStor = true })
 	srv.setFile("f", []byte("0123456789"))
-	srv.refuseRestStor = true
 	s := dialFake(t, srv)
 	_, err := s.OpenWriter(context.Background(), "f", 5)
 	if !errors.Is(err, protocol.ErrResumeUnsupported) {
@@ -231,10 +236,17 @@ func TestResumedStorRefused(t *testing.T) {
 }
 
 func TestRestRefused(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := newFakeServer(t, func(s *fakeServer) { s.refuseRest = 502 })
 	srv.setFile("f", []byte("0123456789"))
-	srv.refuseRest = 502
 	s := dialFake(t, srv)
+	start := time.Now()
+	defer func() {
+		// A refused upload must not wait for the server to close a data
+		// connection it never accepted.
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("took %v", d)
+		}
+	}()
 	if _, err := s.OpenReader(context.Background(), "f", 5); !errors.Is(err, protocol.ErrResumeUnsupported) {
 		t.Fatalf("read: err = %v, want ErrResumeUnsupported", err)
 	}
@@ -329,7 +341,7 @@ func TestWrongPasswordAndLogRedaction(t *testing.T) {
 	}
 	// Good password, logged: still no secret.
 	logBuf.Reset()
-	srv.password = secret
+	srv = newFakeServer(t, func(s *fakeServer) { s.password = secret })
 	s, err := ftp.Dial(context.Background(), srv.addr(), ftp.WithCredentials("u", secret), ftp.WithLogger(logger))
 	if err != nil {
 		t.Fatal(err)
@@ -341,8 +353,8 @@ func TestWrongPasswordAndLogRedaction(t *testing.T) {
 }
 
 func TestPASVHostIgnored(t *testing.T) {
-	srv := newFakeServer(t)
-	srv.noEPSV = true // forces PASV, which names 10.9.9.9
+	// No EPSV forces PASV, whose reply names 10.9.9.9.
+	srv := newFakeServer(t, func(s *fakeServer) { s.noEPSV = true })
 	srv.setFile("f", []byte("via pasv"))
 	for _, opts := range [][]ftp.Option{nil, {ftp.WithDisableEPSV()}} {
 		s := dialFake(t, srv, opts...)
@@ -363,9 +375,8 @@ func TestPASVHostIgnored(t *testing.T) {
 }
 
 func TestCancelDuringRead(t *testing.T) {
-	srv := newFakeServer(t)
+	srv := newFakeServer(t, func(s *fakeServer) { s.retrLoop = true })
 	srv.setFile("f", randBytes(t, 1<<20))
-	srv.retrLoop = true
 	s := dialFake(t, srv)
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := s.OpenReader(ctx, "f", 0)
@@ -517,5 +528,95 @@ func TestHashWholeFileWithHASH(t *testing.T) {
 	}
 	if _, err := s.Hash(context.Background(), "missing", "sha256", 0, -1); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing: %v", err)
+	}
+}
+
+// jlaffaye leaves the shut-timeout deadline on the control connection after
+// a transfer; the session must clear it, or every command after the
+// deadline would time out.
+func TestShutDeadlineCleared(t *testing.T) {
+	srv := newFakeServer(t)
+	srv.setFile("f", []byte("data"))
+	s := dialFake(t, srv, ftp.WithShutTimeout(50*time.Millisecond))
+	r, err := s.OpenReader(context.Background(), "f", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err != nil {
+		t.Fatal(err)
+	}
+	_ = r.Close()
+	upload(t, s, "g", 0, []byte("more"))
+	time.Sleep(150 * time.Millisecond) // let the old deadline pass
+	if _, err := s.Stat(context.Background(), "f"); err != nil {
+		t.Fatalf("Stat after the shut deadline: %v", err)
+	}
+}
+
+// selfSigned returns a server TLS config for 127.0.0.1 and a client config
+// trusting it (only RootCAs: Dial adds ServerName and the session cache).
+func selfSigned(t *testing.T) (server, client *tls.Config) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "fake ftp"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	server = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}}
+	return server, &tls.Config{RootCAs: pool}
+}
+
+func TestImplicitTLS(t *testing.T) {
+	serverCfg, clientCfg := selfSigned(t)
+	srv := newFakeServer(t, func(s *fakeServer) { s.tlsConfig = serverCfg })
+	s := dialFake(t, srv, ftp.WithImplicitTLS(clientCfg))
+	data := randBytes(t, 2<<20)
+	upload(t, s, "f", 0, data[:1<<20])
+	upload(t, s, "f", 1<<20, data[1<<20:])
+	upload(t, s, "empty", 0, nil)
+	if got, _ := srv.file("f"); !bytes.Equal(got, data) {
+		t.Fatal("remote content differs")
+	}
+	r, err := s.OpenReader(context.Background(), "f", 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data[100:]) {
+		t.Fatalf("download: %d bytes, %v", len(got), err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	cmds := strings.Join(srv.commands(), "\n")
+	if !strings.Contains(cmds, "PBSZ 0") || !strings.Contains(cmds, "PROT P") {
+		t.Fatalf("no PBSZ/PROT:\n%s", cmds)
+	}
+
+	// A certificate that does not verify is ErrHostKey.
+	_, err = ftp.Dial(context.Background(), srv.addr(), ftp.WithCredentials("u", srv.password),
+		ftp.WithImplicitTLS(&tls.Config{}))
+	if !errors.Is(err, protocol.ErrHostKey) {
+		t.Fatalf("untrusted certificate: %v", err)
 	}
 }

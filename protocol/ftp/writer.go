@@ -58,7 +58,7 @@ func (s *Session) OpenWriter(ctx context.Context, path string, offset int64) (pr
 		done:    make(chan struct{}),
 	}
 	s.mu.Lock()
-	s.sent, s.writer = &w.sent, w
+	s.writer = w
 	s.mu.Unlock()
 	go w.run(path, offset)
 	select {
