@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/openhaul/haul/integration/faultproxy"
 	"github.com/openhaul/haul/integration/testbed"
+	"github.com/openhaul/haul/transfer"
 )
 
 var (
@@ -181,7 +183,7 @@ func TestCLIDiskFullExit5KeepsPartial(t *testing.T) {
 		}
 		t.Run(c.srv.Name, func(t *testing.T) {
 			name := "full-" + strings.ToLower(c.srv.Name) + ".bin"
-			partial := filepath.Join(c.srv.FullLocal, name)
+			partial := filepath.Join(c.srv.FullLocal, name+".part")
 			_ = os.Remove(partial)
 			t.Cleanup(func() { os.Remove(partial) })
 			remote := strings.TrimPrefix(c.srv.FullDir, c.srv.Home)
@@ -192,6 +194,14 @@ func TestCLIDiskFullExit5KeepsPartial(t *testing.T) {
 			}
 			if r.rep.Attempts > 3 {
 				t.Errorf("%d attempts: a retry storm", r.rep.Attempts)
+			}
+			if c.scheme == "sftp" {
+				// statvfs@openssh.com: refused before a byte is sent.
+				if !strings.Contains(r.rep.Error.Message, "free") {
+					t.Errorf("not refused by the free-space preflight: %s", r.rep.Error.Message)
+				}
+				t.Logf("exit 5 after %d attempts in %v: %s", r.rep.Attempts, r.elapsed, r.rep.Error.Message)
+				return
 			}
 			fi, err := os.Stat(partial)
 			if err != nil || fi.Size() == 0 {
@@ -239,4 +249,58 @@ func TestCLIInterruptExit130(t *testing.T) {
 		t.Fatalf("report %q", out.String())
 	}
 	t.Logf("exit 130 in %v", elapsed)
+}
+
+// The disk fills up while an SFTP upload runs (the preflight passed): the
+// generic SSH_FX_FAILURE is told apart by statvfs, the upload ends with the
+// no-space error, and the partial is kept.
+func TestDiskFillsDuringSFTPUpload(t *testing.T) {
+	env := testbed.Require(t)
+	srv := env.SSHD
+	src, _ := testbed.RandomFile(t, t.TempDir(), 24<<20)
+	name := "fills.bin"
+	partial := filepath.Join(srv.FullLocal, name+".part")
+	filler := filepath.Join(srv.FullLocal, "filler")
+	t.Cleanup(func() { os.Remove(partial); os.Remove(filler) })
+	var once sync.Once
+	cfg := transfer.Config{
+		Password:       env.Password,
+		KnownHostsFile: env.KnownHostsFile,
+		InitialBackoff: 50 * time.Millisecond,
+		Progress: func(done, total int64) {
+			if done >= 8<<20 {
+				once.Do(func() { cliFill(t, filler) })
+			}
+		},
+	}
+	url := fmt.Sprintf("sftp://%s@%s//%s", env.User, srv.Addr(), strings.TrimPrefix(srv.FullDir, "/")+"/"+name)
+	_, err := transfer.Put(context.Background(), src, url, cfg)
+	if !errors.Is(err, transfer.ErrNoSpace) {
+		t.Fatalf("err = %v", err)
+	}
+	var te *transfer.Error
+	if !errors.As(err, &te) || te.Attempts > 2 {
+		t.Fatalf("err = %v", err)
+	}
+	fi, serr := os.Stat(partial)
+	if serr != nil || fi.Size() < 4<<20 {
+		t.Fatalf("partial not kept: %v", serr)
+	}
+	t.Logf("%v; partial %d bytes", err, fi.Size())
+}
+
+// cliFill writes to path until the file system is full.
+func cliFill(t *testing.T, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	defer f.Close()
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 1<<10; i++ {
+		if _, err := f.Write(buf); err != nil {
+			return
+		}
+	}
 }

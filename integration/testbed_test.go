@@ -474,7 +474,9 @@ func TestBedDiskFull(t *testing.T) {
 					t.Fatalf("upload of %d bytes into the full tmpfs: %v, want an FTP reply %d", n, err, want)
 				}
 				t.Logf("%s disk full (%s): %d %s", tc.srv.Name, when, te.Code, te.Msg)
-				if te.Code != want {
+				// pure-ftpd (-k 99) may already refuse with 552 once a
+				// concurrent writer pushed the disk past 99%.
+				if te.Code != want && !(tc.srv.Name == "PUREFTPD" && te.Code == 552) {
 					t.Errorf("reply code %d, want %d", te.Code, want)
 				}
 			})

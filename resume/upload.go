@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"time"
 
 	"github.com/openhaul/haul/protocol"
@@ -49,7 +50,9 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 	}
 	r := newRunner("upload", remotePath, dial, cfg)
 	r.res.StartOffset = -1
-	r.committed = func() int64 { return max(u.safe, 0) }
+	// What the remote confirmed at the start of an attempt: an FTP
+	// writer's acknowledgements are only an upper bound.
+	r.committed = func() int64 { return max(r.best, 0) }
 	return r.run(ctx, u.attempt)
 }
 
@@ -137,6 +140,9 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 		a.start(offset)
 		return u.finish(ctx, sess, a)
 	}
+	if err := u.preflight(ctx, sess, offset); err != nil {
+		return err
+	}
 	if offset > 0 && a.n > 1 {
 		r.res.Resumes++
 	}
@@ -161,11 +167,8 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	if localErr != nil {
 		return localErr
 	}
-	if copyErr != nil {
-		return copyErr
-	}
-	if closeErr != nil {
-		return closeErr
+	if err := serverVerdict(copyErr, closeErr); err != nil {
+		return err
 	}
 	if offset+n != u.size {
 		// The source shrank while being read: the next attempt restarts.
@@ -173,6 +176,39 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 			Err: fmt.Errorf("%w: read %d bytes, expected %d", ErrSourceChanged, offset+n, u.size)}
 	}
 	return u.finish(ctx, sess, a)
+}
+
+// preflight refuses an upload that cannot fit, where the server reports
+// its free space (SFTP statvfs@openssh.com), before a byte is sent.
+func (u *upload) preflight(ctx context.Context, sess protocol.Session, offset int64) error {
+	sr, ok := sess.(protocol.SpaceReporter)
+	if !ok {
+		return nil
+	}
+	free, err := sr.FreeSpace(ctx, path.Dir(u.target))
+	if err != nil {
+		return nil // not offered, or not for this path: nothing to tell
+	}
+	if need := u.size - offset; free < need {
+		return &protocol.Error{Op: "preflight", Path: u.target, Kind: protocol.ErrNoSpace,
+			Err: fmt.Errorf("%d bytes to send, %d free on the server", need, free)}
+	}
+	return nil
+}
+
+// serverVerdict picks the error to report when writing or closing failed:
+// the server's reply to the transfer (an error with a protocol status code,
+// such as FTP's 451 after a reset data connection) says why, the write
+// error only how it showed.
+func serverVerdict(copyErr, closeErr error) error {
+	var pe *protocol.Error
+	if closeErr != nil && errors.As(closeErr, &pe) && pe.Code != 0 {
+		return closeErr
+	}
+	if copyErr != nil {
+		return copyErr
+	}
+	return closeErr
 }
 
 // finish verifies the uploaded file and renames it into place.

@@ -80,6 +80,10 @@ func (f failure) codeKind(code int) (kind error, ok bool) {
 		// A resumed STOR refused before any data moved (proftpd
 		// without AllowStoreRestart answers 451): restart from zero.
 		return protocol.ErrResumeUnsupported, true
+	case code == 451 && isStore(f.verb) && f.started:
+		// The server failed to write what it received: vsftpd's only
+		// word for a full disk ("451 Failure writing to local file").
+		return protocol.ErrStorage, true
 	case code == 450 || code == 451:
 		return protocol.ErrTransient, true
 	case code == 550:

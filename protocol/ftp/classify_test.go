@@ -26,7 +26,7 @@ func TestClassify(t *testing.T) {
 		{"426 joined with reset", failure{op: "write", verb: "STOR", started: true},
 			errors.Join(syscall.ECONNRESET, reply(426)), protocol.ErrTransient},
 		{"450", failure{op: "read", verb: "RETR"}, reply(450), protocol.ErrTransient},
-		{"451 after data", failure{op: "write", verb: "STOR", offset: 10, started: true}, reply(451), protocol.ErrTransient},
+		{"451 after data", failure{op: "write", verb: "STOR", offset: 10, started: true}, reply(451), protocol.ErrStorage},
 		{"451 at offset 0", failure{op: "write", verb: "STOR"}, reply(451), protocol.ErrTransient},
 		{"451 resumed STOR refused", failure{op: "write", verb: "STOR", offset: 10}, reply(451), protocol.ErrResumeUnsupported},
 		{"550 resumed STOR refused", failure{op: "write", verb: "STOR", offset: 10}, reply(550), protocol.ErrResumeUnsupported},
@@ -64,6 +64,9 @@ func TestClassify(t *testing.T) {
 			}
 			if pe.Kind != tt.want {
 				t.Fatalf("kind = %v, want %v", pe.Kind, tt.want)
+			}
+			if tt.want == protocol.ErrStorage && !errors.Is(err, protocol.ErrTransient) {
+				t.Fatalf("a storage failure must also be transient")
 			}
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Fatalf("errors.Is(%v, %v) false", err, tt.want)
