@@ -3,6 +3,8 @@ package resume
 import (
 	"log/slog"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Defaults applied by Config for its zero-valued fields.
@@ -64,6 +66,26 @@ type Config struct {
 	// file there. Empty means the remote path itself (no rename).
 	TempPath string
 
+	// Segments is how many connections a download uses at once, each
+	// moving its own byte range and resuming it on its own. Zero means
+	// auto: one, unless the server's round trip is at least 10 ms and the
+	// file holds several MinSegmentSize ranges, then up to 4. Segmented
+	// downloads need StatePath.
+	Segments int
+	// MinSegmentSize is the smallest range worth its own connection. Zero
+	// means DefaultMinSegmentSize.
+	MinSegmentSize int64
+	// StatePath, for downloads, is the file where a segmented download
+	// records how far each range got, so that an interrupted run resumes
+	// every range. Empty disables segmented downloads.
+	StatePath string
+
+	// RateLimit caps the transfer's throughput, in bytes per second, all
+	// segments together (golang.org/x/time/rate). Zero means no limit.
+	RateLimit int64
+	// limiter is the shared limiter built from RateLimit.
+	limiter func() *rate.Limiter
+
 	// Logger receives one record per attempt, failure and backoff. Nil
 	// means no logging.
 	Logger *slog.Logger
@@ -114,6 +136,25 @@ func (c Config) overlap() int64 {
 		return 0
 	}
 	return c.Overlap
+}
+
+// withLimiter returns c with the rate limiter built once, so that every
+// runner of one transfer (all its segments) shares it.
+func (c Config) withLimiter() Config {
+	if c.RateLimit <= 0 || c.limiter != nil {
+		return c
+	}
+	burst := int(min(max(c.RateLimit/10, 32<<10), 1<<20))
+	l := rate.NewLimiter(rate.Limit(c.RateLimit), burst)
+	c.limiter = func() *rate.Limiter { return l }
+	return c
+}
+
+func (c Config) limiterOrNil() *rate.Limiter {
+	if c.limiter == nil {
+		return nil
+	}
+	return c.limiter()
 }
 
 func (c Config) logger() *slog.Logger {

@@ -2,9 +2,11 @@ package resume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"time"
 
 	"github.com/openhaul/haul/protocol"
@@ -36,11 +38,46 @@ func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst 
 	if err := protocol.CheckPath(remotePath); err != nil {
 		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
+	cfg = cfg.withLimiter()
+	if cfg.StatePath != "" && cfg.Segments != 1 {
+		if res, done, err := maybeSegmented(ctx, dial, remotePath, dst, cfg); done {
+			return res, err
+		}
+	}
 	d := &download{dst: dst, path: remotePath, size: -1}
 	r := newRunner("download", remotePath, dial, cfg)
 	r.res.StartOffset = -1
 	r.committed = func() int64 { n, _ := d.localSize(); return n }
 	return r.run(ctx, d.attempt)
+}
+
+// maybeSegmented runs a segmented download when a state file from an
+// earlier segmented run exists or the file and link call for one; done is
+// false when a single stream should be used.
+func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, cfg Config) (Result, bool, error) {
+	st, stErr := loadSidecar(cfg.StatePath)
+	local, _ := dst.Stat()
+	if stErr != nil && local != nil && local.Size() > 0 {
+		return Result{}, false, nil // a single-stream partial: resume it as such
+	}
+	info, rtt, err := probe(ctx, dial, path, cfg)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			e.Op = "download"
+		}
+		return Result{}, true, err
+	}
+	n := chooseSegments(cfg, info.Size, rtt)
+	if stErr == nil && st.Path == path && st.Size == info.Size && st.ModTime.Equal(info.ModTime) {
+		n = len(st.Segments)
+	}
+	if n <= 1 {
+		_ = os.Remove(cfg.StatePath)
+		return Result{}, false, nil
+	}
+	res, err := downloadSegments(ctx, dial, path, dst, info, n, cfg)
+	return res, true, err
 }
 
 type download struct {

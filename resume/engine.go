@@ -10,6 +10,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/openhaul/haul/protocol"
+	"golang.org/x/time/rate"
 )
 
 // attemptFunc runs one attempt on a fresh session. It returns nil only
@@ -18,6 +19,7 @@ type attemptFunc func(ctx context.Context, sess protocol.Session, a *attempt) er
 
 // attempt is what one attempt needs from the runner.
 type attempt struct {
+	ctx   context.Context
 	n     int // 1-based attempt number
 	dog   *watchdog
 	meter *meter
@@ -42,7 +44,7 @@ func (a *attempt) start(offset int64) *meter {
 	if a.r.res.StartOffset < 0 {
 		a.r.res.StartOffset = offset
 	}
-	a.meter = &meter{base: offset, total: a.r.res.Size, dog: a.dog, progress: a.r.cfg.Progress}
+	a.meter = &meter{base: offset, total: a.r.res.Size, dog: a.dog, progress: a.r.cfg.Progress, limit: a.r.limit, ctx: a.ctx}
 	a.r.emit(Event{Kind: EventAttempt, Attempt: a.n, Offset: offset})
 	return a.meter
 }
@@ -67,6 +69,10 @@ type runner struct {
 	res  Result
 	// best is the highest offset an attempt started at, -1 before any.
 	best int64
+	// limit paces all the transfer's bytes (Config.RateLimit), or nil.
+	limit *rate.Limiter
+	// onFailure, when set, runs after every failed attempt.
+	onFailure func()
 	// committed reports the bytes known to be at the destination, for
 	// the final error.
 	committed func() int64
@@ -110,6 +116,9 @@ func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
 			return r.res, nil
 		}
 		r.emit(Event{Kind: EventFailed, Attempt: n, Bytes: moved, Err: err})
+		if r.onFailure != nil {
+			r.onFailure()
+		}
 		r.log.Warn("attempt failed", "op", r.op, "path", r.path, "attempt", n, "bytes", moved, "err", err)
 		if ctx.Err() != nil || !retryable(err) {
 			return r.fail(began, n, err)
@@ -149,6 +158,7 @@ func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
 func (r *runner) once(ctx context.Context, a *attempt, do attemptFunc) error {
 	actx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
+	a.ctx = actx
 	a.dog = newWatchdog(r.cfg.stallTimeout(), cancel)
 	defer a.dog.stop()
 	// A meter exists from the start so that a stall before the first
@@ -187,7 +197,7 @@ func (r *runner) fail(began time.Time, attempts int, err error) (Result, error) 
 }
 
 func newRunner(op, path string, dial protocol.Dialer, cfg Config) *runner {
-	return &runner{cfg: cfg, log: cfg.logger(), op: op, path: path, dial: dial, best: -1}
+	return &runner{cfg: cfg, log: cfg.logger(), op: op, path: path, dial: dial, best: -1, limit: cfg.limiterOrNil()}
 }
 
 // localError marks an error of the local side (reading the source,

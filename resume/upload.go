@@ -48,6 +48,7 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 	if cfg.TempPath != "" {
 		u.target = cfg.TempPath
 	}
+	cfg = cfg.withLimiter()
 	r := newRunner("upload", remotePath, dial, cfg)
 	r.res.StartOffset = -1
 	// What the remote confirmed at the start of an attempt: an FTP

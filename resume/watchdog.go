@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // watchdog cancels an attempt's context with ErrStalled when no progress
@@ -91,6 +93,9 @@ type meter struct {
 	total    int64
 	dog      *watchdog
 	progress func(done, total int64)
+	// limit, when set, paces the bytes (Config.RateLimit), under ctx.
+	limit *rate.Limiter
+	ctx   context.Context
 }
 
 func (m *meter) add(n int) {
@@ -101,6 +106,23 @@ func (m *meter) add(n int) {
 	m.dog.touch()
 	if m.progress != nil {
 		m.progress(m.base+v, m.total)
+	}
+	if m.limit != nil {
+		m.pace(n)
+	}
+}
+
+// pace waits until the rate limit allows n more bytes. Waiting counts as
+// progress for the stall watchdog.
+func (m *meter) pace(n int) {
+	burst := m.limit.Burst()
+	for n > 0 {
+		k := min(n, burst)
+		if m.limit.WaitN(m.ctx, k) != nil {
+			return // cancelled: the transfer's own calls report it
+		}
+		m.dog.touch()
+		n -= k
 	}
 }
 

@@ -81,6 +81,20 @@ type Config struct {
 	// (64 KiB); negative disables the check.
 	Overlap int64
 
+	// Segments is how many connections a download uses at once, each
+	// moving its own byte range and resuming it on its own; the state of
+	// the ranges is kept in "<local>.part.state" until the file verified.
+	// Zero means auto: one stream, unless the server's round trip is at
+	// least 10 ms and the file holds several MinSegmentSize ranges, then
+	// up to 4. One disables segmenting.
+	Segments int
+	// MinSegmentSize is the smallest range worth its own connection. Zero
+	// means resume.DefaultMinSegmentSize (32 MiB).
+	MinSegmentSize int64
+	// RateLimit caps throughput in bytes per second, all connections
+	// together. Zero means no limit.
+	RateLimit int64
+
 	// Logger receives structured logs. Nil means none.
 	Logger *slog.Logger
 	// Progress is called with the bytes at the destination and the total
@@ -119,6 +133,9 @@ func (c Config) engine() resume.Config {
 		InitialBackoff: c.InitialBackoff,
 		MaxBackoff:     c.MaxBackoff,
 		Verify:         c.Verify,
+		Segments:       c.Segments,
+		MinSegmentSize: c.MinSegmentSize,
+		RateLimit:      c.RateLimit,
 		Overlap:        c.Overlap,
 		Logger:         c.Logger,
 		Progress:       c.Progress,

@@ -160,7 +160,9 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 	if err != nil {
 		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
 	}
-	res, err := resume.Download(ctx, c.dial, remotePath, f, c.cfg.engine())
+	ecfg := c.cfg.engine()
+	ecfg.StatePath = part + ".state"
+	res, err := resume.Download(ctx, c.dial, remotePath, f, ecfg)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
 	}

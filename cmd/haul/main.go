@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -53,6 +54,8 @@ type flags struct {
 	partSuffix      string
 	verify          string
 	direct          bool
+	segments        int
+	limitRate       string
 }
 
 // report is the --json output.
@@ -104,6 +107,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log each attempt to stderr")
 	pf.StringVar(&f.partSuffix, "part-suffix", "", "suffix of the partial file while a transfer is incomplete (default .part)")
 	pf.StringVar(&f.verify, "verify", "auto", "how to prove the result: auto (server hash if offered, else size), size, hash, readback")
+	pf.IntVar(&f.segments, "segments", 0, "connections per download, each moving its own byte range (default auto: 1 on a fast link, up to 4 on a long one)")
+	pf.StringVar(&f.limitRate, "limit-rate", "", "cap throughput, in bytes per second (suffixes K, M, G: powers of 1024)")
 	pf.BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 
@@ -209,7 +214,17 @@ func (f *flags) config(stderr io.Writer) (transfer.Config, error) {
 	if err != nil {
 		return cfg, &usageError{"--verify: " + err.Error()}
 	}
-	cfg.Verify, cfg.DirectUpload = v, f.direct
+	cfg.Verify, cfg.DirectUpload, cfg.Segments = v, f.direct, f.segments
+	if f.segments < 0 {
+		return cfg, &usageError{"--segments must not be negative"}
+	}
+	if f.limitRate != "" {
+		n, err := parseSize(f.limitRate)
+		if err != nil || n <= 0 {
+			return cfg, &usageError{fmt.Sprintf("--limit-rate %q: want a positive number of bytes per second such as 500K or 20M", f.limitRate)}
+		}
+		cfg.RateLimit = n
+	}
 	if f.retries < 0 {
 		return cfg, &usageError{"--retries must not be negative"}
 	}
@@ -256,4 +271,26 @@ func (f *flags) progress(stderr io.Writer, op string) *progressbar.ProgressBar {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetPredictTime(true),
 	)
+}
+
+// parseSize parses a byte count with an optional K, M or G suffix (powers
+// of 1024).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return n * mult, nil
 }

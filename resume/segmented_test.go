@@ -1,0 +1,106 @@
+package resume_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/openhaul/haul/resume"
+)
+
+func TestSegmentedDownloadSurvivesCuts(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4<<20 + 123)
+	s.put("f", src)
+	s.cuts = []int64{700_000, 2_100_000, 3_500_000}
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	f := tempFile(t)
+	res, err := resume.Download(context.Background(), s.dial, "f", f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, f), src) {
+		t.Fatal("content differs")
+	}
+	if res.Resumes < 3 || res.ResentBytes != 0 || res.Verified != "size" {
+		t.Fatalf("%+v", res)
+	}
+	if _, err := os.Stat(cfg.StatePath); !errors.Is(err, os.ErrNotExist) {
+		t.Error("state file left behind")
+	}
+}
+
+func TestSegmentedDownloadResumesFromStateFile(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4 << 20)
+	s.put("f", src)
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	f := tempFile(t)
+	// First run: interrupted once about half the file is there.
+	ctx, cancel := context.WithCancel(context.Background())
+	first := cfg
+	first.Progress = func(done, total int64) {
+		if done >= 2<<20 {
+			cancel()
+		}
+	}
+	if _, err := resume.Download(ctx, s.dial, "f", f, first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	if _, err := os.Stat(cfg.StatePath); err != nil {
+		t.Fatalf("no state file after an interrupted run: %v", err)
+	}
+	res, err := resume.Download(context.Background(), s.dial, "f", f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, f), src) {
+		t.Fatal("content differs")
+	}
+	if res.StartOffset < 1<<20 {
+		t.Fatalf("did not resume the ranges: %+v", res)
+	}
+}
+
+func TestAutoSegmentsUseOneStreamOnAFastLink(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4 << 20)
+	s.put("f", src)
+	cfg := fastCfg()
+	cfg.MinSegmentSize = 1 << 20
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	f := tempFile(t)
+	res, err := resume.Download(context.Background(), s.dial, "f", f, cfg)
+	if err != nil || !bytes.Equal(readAll(t, f), src) {
+		t.Fatal(err)
+	}
+	if s.dials != 2 { // the probe, then one stream
+		t.Fatalf("%d dials for a fast link, res %+v", s.dials, res)
+	}
+}
+
+func TestRateLimitPaces(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(2 << 20)
+	cfg := fastCfg()
+	cfg.RateLimit = 4 << 20
+	begin := time.Now()
+	if _, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg); err != nil {
+		t.Fatal(err)
+	}
+	// The bucket starts full (a tenth of the rate): 2 MiB at 4 MiB/s need
+	// at least (2 - 0.4) / 4 = 0.4 s. Only the lower bound is certain.
+	if d := time.Since(begin); d < 350*time.Millisecond {
+		t.Fatalf("2 MiB at 4 MiB/s took %v", d)
+	}
+}
