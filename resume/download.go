@@ -156,7 +156,7 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 	}
 	m := a.start(local)
 	var localErr error
-	w := &countingWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, local), err: &localErr}, m: m}
+	w := &countingWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, local), err: &localErr}, f: d.dst, off: local}, m: m}
 	n, copyErr := io.Copy(w, rd)
 	closeErr := rd.Close()
 	if localErr != nil {
@@ -195,4 +195,27 @@ func (d *download) finish(ctx context.Context, sess protocol.Session, a *attempt
 	a.r.res.Verified = method
 	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: method})
 	return nil
+}
+
+// writebackInterval is how many written bytes trigger an early writeback.
+const writebackInterval = 16 << 20
+
+// writebackWriter starts the kernel's writeback of what was written every
+// writebackInterval bytes, so the final fsync is short.
+type writebackWriter struct {
+	w        io.Writer
+	f        any
+	off      int64 // file offset of the next byte
+	unsynced int64 // bytes written since the last writeback request
+}
+
+func (w *writebackWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	w.off += int64(n)
+	w.unsynced += int64(n)
+	if w.unsynced >= writebackInterval {
+		startWriteback(w.f, w.off-w.unsynced, w.unsynced)
+		w.unsynced = 0
+	}
+	return n, err
 }

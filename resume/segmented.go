@@ -296,7 +296,7 @@ func (s *segmentedDownload) attempt(ctx context.Context, sess protocol.Session, 
 	}
 	m := a.start(g.Done)
 	var localErr error
-	w := &segWriter{w: &localWriter{w: io.NewOffsetWriter(s.dst, off), err: &localErr}, s: s, i: i, m: m}
+	w := &segWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(s.dst, off), err: &localErr}, f: s.dst, off: off}, s: s, i: i, m: m}
 	want := g.End - off
 	buf := make([]byte, 1<<20)
 	n, copyErr := io.CopyBuffer(w, io.LimitReader(rd, want), buf)
