@@ -3,7 +3,7 @@
 GO ?= go
 TESTBED := integration/testbed
 
-.PHONY: all build test unit install up down status
+.PHONY: all build test unit install up down status bench
 
 all: build
 
@@ -34,3 +34,8 @@ down:
 ## status: show which test bed servers run.
 status:
 	$(TESTBED)/status.sh
+
+## bench: throughput of haul vs curl, lftp and OpenSSH sftp on the test bed
+## (BENCH_SIZE, BENCH_RUNS, ...: bench/README.md). Not part of `make test`.
+bench:
+	GO="$(GO)" bench/run.sh
