@@ -157,7 +157,7 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 	m := a.start(local)
 	var localErr error
 	w := &countingWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, local), err: &localErr}, f: d.dst, off: local}, m: m}
-	n, copyErr := io.Copy(w, rd)
+	n, copyErr := copyStream(w, rd)
 	closeErr := rd.Close()
 	if localErr != nil {
 		return localErr
@@ -218,4 +218,17 @@ func (w *writebackWriter) Write(p []byte) (int, error) {
 		w.unsynced = 0
 	}
 	return n, err
+}
+
+// copyBufferSize is the copy buffer for streams that do not bring their
+// own fast path: large enough to amortize the system calls.
+const copyBufferSize = 256 << 10
+
+// copyStream copies rd to w, through rd's WriterTo when it has one (SFTP
+// files pipeline their reads there), else with a large buffer.
+func copyStream(w io.Writer, rd io.Reader) (int64, error) {
+	if wt, ok := rd.(io.WriterTo); ok {
+		return wt.WriteTo(w)
+	}
+	return io.CopyBuffer(w, struct{ io.Reader }{rd}, make([]byte, copyBufferSize))
 }
