@@ -225,6 +225,22 @@ func (p *Proxy) Stats(ports ...int) Stats {
 	return s
 }
 
+// UpstreamAddrs returns the local addresses ("ip:port") of the proxy's
+// live connections to the server for the given proxied ports (all when
+// none are given): what the server sees as its peers, so a test can find
+// the server process serving exactly this proxy's sessions.
+func (p *Proxy) UpstreamAddrs(ports ...int) []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []string
+	for l := range p.links {
+		if len(ports) == 0 || slices.Contains(ports, l.port) {
+			out = append(out, l.server.LocalAddr().String())
+		}
+	}
+	return out
+}
+
 // Close stops listening, closes every live connection (blackholed ones
 // included) and waits for all of the proxy's goroutines to end. It is safe
 // to call more than once.

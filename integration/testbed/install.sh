@@ -61,9 +61,6 @@ fi
 
 # Stop packaged instances if the installation started any (we use our own
 # ports, but a packaged vsftpd on :21 or sshd on :22 is not ours to leave).
-for name in vsftpd sshd; do
-  for pidf in /run/vsftpd.pid /run/sshd.pid; do :; done
-done
 if [[ -f /run/sshd.pid ]]; then
   pid=$(cat /run/sshd.pid 2>/dev/null || true)
   if [[ -n $pid ]] && [[ $(readlink "/proc/$pid/exe" 2>/dev/null || true) == */sshd ]] \
@@ -77,6 +74,8 @@ fi
 
 # Private, dpkg -x'd copies of proftpd and pure-ftpd.
 mkdir -p "$PKGS_DIR/debs" "$PKGS_DIR/root"
+# apt-get download fetches as _apt when that user can write the directory.
+if id _apt >/dev/null 2>&1; then chown _apt "$PKGS_DIR/debs" 2>/dev/null || true; fi
 for p in "${X_PKGS[@]}"; do
   stamp="$PKGS_DIR/.$p.extracted"
   if [[ -f $stamp ]]; then continue; fi
