@@ -71,16 +71,11 @@ func TestIntegrityCorruptedPartial(t *testing.T) {
 			t.Run(tg.name+"/"+op, func(t *testing.T) {
 				r := newMatrixRig(t, env, tg)
 				remote := fmt.Sprintf("corrupt-%s-%s.bin", tg.name, op)
-				_ = os.Remove(filepath.Join(tg.srv.Root, remote))
-				_ = os.Remove(filepath.Join(tg.srv.Root, remote+".part"))
-				local := filepath.Join(t.TempDir(), "got.bin")
-				dir := faultproxy.Upstream
 				partial := filepath.Join(tg.srv.Root, remote+".part")
 				if op == "download" {
-					dir = faultproxy.Downstream
-					partial = local + ".part"
-					matrixStage(t, tg.srv, remote, src)
+					partial = r.local + ".part"
 				}
+				dir := matrixDir(op)
 				r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Reset, Dir: dir, Ports: r.data, After: 8 << 20})
 				var restarts []string
 				r.cfg.OnEvent = func(e transfer.Event) {
@@ -91,16 +86,7 @@ func TestIntegrityCorruptedPartial(t *testing.T) {
 						restarts = append(restarts, e.Reason)
 					}
 				}
-				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-				defer cancel()
-				var res transfer.Result
-				var err error
-				if op == "upload" {
-					res, err = transfer.Put(ctx, src, r.url(remote), r.cfg)
-					local = filepath.Join(tg.srv.Root, remote)
-				} else {
-					res, err = transfer.Get(ctx, r.url(remote), local, r.cfg)
-				}
+				res, local, err := r.transfer(t, op, remote, src)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -7,7 +7,6 @@ package integration_test
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -61,7 +60,8 @@ type matrixRig struct {
 	tg    matrixTarget
 	proxy *faultproxy.Proxy
 	cfg   transfer.Config
-	data  []int // the ports that carry file data (nil: all)
+	data  []int  // the ports that carry file data (nil: all)
+	local string // where downloads go
 	mu    sync.Mutex
 	fails []error
 }
@@ -79,7 +79,7 @@ func newMatrixRig(t *testing.T, env *testbed.Env, tg matrixTarget) *matrixRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close() })
-	r := &matrixRig{t: t, env: env, tg: tg, proxy: p, data: data}
+	r := &matrixRig{t: t, env: env, tg: tg, proxy: p, data: data, local: filepath.Join(t.TempDir(), "got.bin")}
 	r.cfg = transfer.Config{
 		Password:       env.Password,
 		StallTimeout:   matrixStall,
@@ -121,18 +121,40 @@ func (r *matrixRig) failures() []error {
 	return append([]error(nil), r.fails...)
 }
 
+// transfer runs op ("upload" or "download") of src as remote through the
+// rig (the file is staged on the server first for a download) and returns
+// the result and the path of the file that must equal src.
+func (r *matrixRig) transfer(t *testing.T, op, remote, src string) (transfer.Result, string, error) {
+	t.Helper()
+	_ = os.Remove(filepath.Join(r.tg.srv.Root, remote))
+	_ = os.Remove(filepath.Join(r.tg.srv.Root, remote+".part"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if op == "upload" {
+		res, err := transfer.Put(ctx, src, r.url(remote), r.cfg)
+		return res, filepath.Join(r.tg.srv.Root, remote), err
+	}
+	matrixStage(t, r.tg.srv, remote, src)
+	res, err := transfer.Get(ctx, r.url(remote), r.local, r.cfg)
+	return res, r.local, err
+}
+
+// matrixDir is the direction in which op moves file data.
+func matrixDir(op string) faultproxy.Dir {
+	if op == "download" {
+		return faultproxy.Downstream
+	}
+	return faultproxy.Upstream
+}
+
 // matrixTLS trusts the test bed's CA and names the certificate's host.
 func matrixTLS(t *testing.T, env *testbed.Env) *tls.Config {
 	t.Helper()
-	pem, err := os.ReadFile(env.CAFile)
+	tc, err := env.TLSConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		t.Fatal("no CA in", env.CAFile)
-	}
-	return &tls.Config{RootCAs: pool, ServerName: env.TLSServerName, MinVersion: tls.VersionTLS12}
+	return tc
 }
 
 // matrixKnownHosts writes a known_hosts file that vouches for the server's
@@ -235,13 +257,6 @@ func TestFaultMatrix(t *testing.T) {
 				t.Run(tg.name+"/"+f.name+"/"+op, func(t *testing.T) {
 					r := newMatrixRig(t, env, tg)
 					remote := fmt.Sprintf("matrix-%s-%s-%s.bin", tg.name, f.name, op)
-					local := filepath.Join(t.TempDir(), "got.bin")
-					dir := faultproxy.Upstream
-					_ = os.Remove(filepath.Join(tg.srv.Root, remote))
-					if op == "download" {
-						dir = faultproxy.Downstream
-						matrixStage(t, tg.srv, remote, src)
-					}
 					cfg := r.cfg
 					onEvent := cfg.OnEvent
 					cfg.OnEvent = func(e transfer.Event) {
@@ -250,18 +265,9 @@ func TestFaultMatrix(t *testing.T) {
 						}
 						onEvent(e)
 					}
-					f.arm(r, dir, &cfg)
+					f.arm(r, matrixDir(op), &cfg)
 					r.cfg = cfg
-					ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-					defer cancel()
-					var res transfer.Result
-					var err error
-					if op == "upload" {
-						res, err = transfer.Put(ctx, src, r.url(remote), r.cfg)
-						local = filepath.Join(tg.srv.Root, remote)
-					} else {
-						res, err = transfer.Get(ctx, r.url(remote), local, r.cfg)
-					}
+					res, local, err := r.transfer(t, op, remote, src)
 					if err != nil {
 						t.Fatalf("%s failed: %v (failures: %v)", op, err, r.failures())
 					}
@@ -345,11 +351,7 @@ func TestResume421OnReconnect(t *testing.T) {
 		t.Run(op, func(t *testing.T) {
 			r := newMatrixRig(t, env, tg)
 			remote := "limited-421-" + op + ".bin"
-			dir := faultproxy.Upstream
-			if op == "download" {
-				dir = faultproxy.Downstream
-				matrixStage(t, tg.srv, remote, src)
-			}
+			dir := matrixDir(op)
 			r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Close, Dir: dir, Ports: r.data, After: matrixFaultAt})
 			var mu sync.Mutex
 			var held []net.Conn
@@ -380,17 +382,7 @@ func TestResume421OnReconnect(t *testing.T) {
 					release()
 				}
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			local := filepath.Join(t.TempDir(), "got.bin")
-			var err error
-			var res transfer.Result
-			if op == "upload" {
-				res, err = transfer.Put(ctx, src, r.url(remote), r.cfg)
-				local = filepath.Join(tg.srv.Root, remote)
-			} else {
-				res, err = transfer.Get(ctx, r.url(remote), local, r.cfg)
-			}
+			res, local, err := r.transfer(t, op, remote, src)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,23 +410,9 @@ func TestResumeVsftpdDataTimeout(t *testing.T) {
 			// Longer than the server's data timeout, so the server acts first.
 			r.cfg.StallTimeout = env.LimitedDataTimeout + 2*time.Second
 			remote := "limited-timeout-" + op + ".bin"
-			dir := faultproxy.Upstream
-			if op == "download" {
-				dir = faultproxy.Downstream
-				matrixStage(t, tg.srv, remote, src)
-			}
+			dir := matrixDir(op)
 			r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Blackhole, Dir: dir, Ports: r.data, After: matrixFaultAt})
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			local := filepath.Join(t.TempDir(), "got.bin")
-			var err error
-			var res transfer.Result
-			if op == "upload" {
-				res, err = transfer.Put(ctx, src, r.url(remote), r.cfg)
-				local = filepath.Join(tg.srv.Root, remote)
-			} else {
-				res, err = transfer.Get(ctx, r.url(remote), local, r.cfg)
-			}
+			res, local, err := r.transfer(t, op, remote, src)
 			if err != nil {
 				t.Fatal(err)
 			}
