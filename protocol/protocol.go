@@ -91,6 +91,17 @@ type Writer interface {
 // attempt; a Dialer must perform at most one login per call.
 type Dialer func(ctx context.Context) (Session, error)
 
+// RangeWriter is implemented by sessions that can write into the middle
+// of a file without cutting it (SFTP), so that writers on several sessions
+// can fill disjoint ranges of one file at once.
+type RangeWriter interface {
+	// OpenRangeWriter opens path for writing at offset, creating the file
+	// if it is missing and leaving every byte outside what is written as
+	// it is (no truncation, no append mode). Acked has the meaning of
+	// Writer.Acked.
+	OpenRangeWriter(ctx context.Context, path string, offset int64) (Writer, error)
+}
+
 // Truncater is implemented by sessions that can set a remote file's size.
 type Truncater interface {
 	Truncate(ctx context.Context, path string, size int64) error

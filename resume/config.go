@@ -75,9 +75,12 @@ type Config struct {
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means DefaultMinSegmentSize.
 	MinSegmentSize int64
-	// StatePath, for downloads, is the file where a segmented download
-	// records how far each range got, so that an interrupted run resumes
-	// every range. Empty disables segmented downloads.
+	// StatePath is the local file where a segmented transfer records how
+	// far each range got, so that an interrupted run resumes every range.
+	// Empty disables segmented transfers. Segmented uploads also need
+	// TempPath and a session that implements protocol.RangeWriter (SFTP);
+	// they write to TempPath + ".seg", which may hold holes until every
+	// range is written.
 	StatePath string
 
 	// RateLimit caps the transfer's throughput, in bytes per second, all

@@ -260,3 +260,56 @@ func (s *fakeServer) hashingDial(lie bool) protocol.Dialer {
 		return &hashingSession{fakeSession: *sess.(*fakeSession), lie: lie}, nil
 	}
 }
+
+// rangeSession is a fakeSession that can write ranges (like SFTP).
+type rangeSession struct{ fakeSession }
+
+var _ protocol.RangeWriter = (*rangeSession)(nil)
+
+func (s *fakeServer) rangeDial(ctx context.Context) (protocol.Session, error) {
+	sess, err := s.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &rangeSession{fakeSession: *sess.(*fakeSession)}, nil
+}
+
+func (r *rangeSession) OpenRangeWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	return &fakeRangeWriter{ctx: ctx, s: r.s, path: path, off: offset}, nil
+}
+
+type fakeRangeWriter struct {
+	ctx   context.Context
+	s     *fakeServer
+	path  string
+	off   int64
+	acked int64
+}
+
+func (w *fakeRangeWriter) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		if err := w.ctx.Err(); err != nil {
+			return done, err
+		}
+		ok, err := w.s.step(w.ctx, min(len(p)-done, 32<<10))
+		w.s.mu.Lock()
+		b := w.s.files[w.path]
+		end := w.off + w.acked + int64(ok)
+		if int64(len(b)) < end {
+			b = append(b, make([]byte, end-int64(len(b)))...)
+		}
+		copy(b[w.off+w.acked:end], p[done:done+ok])
+		w.s.files[w.path] = b
+		w.s.mu.Unlock()
+		done += ok
+		w.acked += int64(ok)
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+func (w *fakeRangeWriter) Close() error { return nil }
+func (w *fakeRangeWriter) Acked() int64 { return w.acked }

@@ -114,43 +114,30 @@ func probe(ctx context.Context, dial protocol.Dialer, path string, cfg Config) (
 	return info, rtt, err
 }
 
-// segmentedDownload moves the ranges of a download over several sessions at
-// once, each range resuming on its own after a fault, and verifies the
-// file as a whole.
-type segmentedDownload struct {
+// segmenter runs the ranges of a segmented transfer, each over its own
+// session with its own attempts, and keeps their state file current.
+type segmenter struct {
+	op, path  string
 	dial      protocol.Dialer
-	cfg       Config
-	path      string
-	dst       LocalFile
+	cfg       Config // with callbacks serialized
 	statePath string
 	state     *sidecar
+	// durable makes written data durable before a state save (a
+	// download's fsync), or is nil.
+	durable func() error
+	// attempt moves what is left of range i on sess.
+	attempt func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error
 
-	mu       sync.Mutex // serializes callbacks and state saves
+	mu       sync.Mutex // guards state, serializes callbacks
 	sum      atomic.Int64
 	progress func(done, total int64)
 }
 
-func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, cfg Config) (Result, error) {
-	began := time.Now()
-	s := &segmentedDownload{dial: dial, cfg: cfg, path: path, dst: dst, statePath: cfg.StatePath}
-	st, err := loadSidecar(cfg.StatePath)
-	if err != nil || st.Path != path || st.Size != info.Size || !st.ModTime.Equal(info.ModTime) {
-		// No usable state: start every range from zero.
-		if err := dst.Truncate(0); err != nil {
-			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "truncate", err: err}}
-		}
-		st = &sidecar{Path: path, Size: info.Size, ModTime: info.ModTime, Segments: split(info.Size, n)}
-		if err := st.save(cfg.StatePath); err != nil {
-			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "write state", err: err}}
-		}
-	}
-	s.state = st
-	var start int64
+func newSegmenter(op, path string, dial protocol.Dialer, cfg Config, st *sidecar) *segmenter {
+	s := &segmenter{op: op, path: path, dial: dial, cfg: cfg, statePath: cfg.StatePath, state: st}
 	for _, g := range st.Segments {
-		start += g.Done
+		s.sum.Add(g.Done)
 	}
-	s.sum.Store(start)
-
 	// Callbacks come from several goroutines: serialize them.
 	if cfg.OnEvent != nil {
 		on := cfg.OnEvent
@@ -158,14 +145,21 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 	}
 	s.progress = cfg.Progress
 	s.cfg.Progress = nil
+	return s
+}
 
+// run moves every unfinished range at once and returns the summed result,
+// or the first range's final error as an *Error.
+func (s *segmenter) run(ctx context.Context) (Result, error) {
+	began := time.Now()
+	start := s.sum.Load()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	results := make([]Result, len(st.Segments))
-	errs := make([]error, len(st.Segments))
+	results := make([]Result, len(s.state.Segments))
+	errs := make([]error, len(s.state.Segments))
 	var wg sync.WaitGroup
-	for i := range st.Segments {
-		if st.Segments[i].Done >= st.Segments[i].End-st.Segments[i].Start {
+	for i, g := range s.state.Segments {
+		if g.Done >= g.End-g.Start {
 			continue
 		}
 		wg.Add(1)
@@ -178,8 +172,7 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 		}()
 	}
 	wg.Wait()
-
-	res := Result{Size: info.Size, StartOffset: start, Verified: ""}
+	res := Result{Size: s.state.Size, StartOffset: start}
 	for _, r := range results {
 		res.Transferred += r.Transferred
 		res.Attempts += r.Attempts
@@ -187,36 +180,20 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 		res.Restarts += r.Restarts
 	}
 	res.ResentBytes = max(0, res.Transferred-(res.Size-start))
-	if err := s.saveState(); err != nil && firstErr(errs) == nil {
-		errs = append(errs, &localError{op: "write state", err: err})
-	}
-	if err := firstErr(errs); err != nil {
-		res.Duration = time.Since(began)
-		var e *Error
-		if errors.As(err, &e) {
-			e.Committed = s.sum.Load()
-			e.Attempts = res.Attempts
-			return res, e
-		}
-		return res, &Error{Op: "download", Path: path, Committed: s.sum.Load(), Attempts: res.Attempts, Err: err}
-	}
-
-	// Verify the whole file on one more session.
-	d := &download{dst: dst, path: path, size: info.Size, mtime: info.ModTime}
-	r := newRunner("download", path, dial, s.cfg)
-	r.res.StartOffset = info.Size
-	vres, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
-		a.start(info.Size)
-		return d.finish(ctx, sess, a)
-	})
-	res.Attempts += vres.Attempts - 1
-	res.Verified = vres.Verified
 	res.Duration = time.Since(began)
-	if err != nil {
-		return res, err
+	err := firstErr(errs)
+	if serr := s.saveState(); serr != nil && err == nil {
+		err = &localError{op: "write state", err: serr}
 	}
-	_ = os.Remove(cfg.StatePath)
-	return res, nil
+	if err == nil {
+		return res, nil
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Op: s.op, Path: s.path, Err: err}
+	}
+	e.Committed, e.Attempts = s.sum.Load(), res.Attempts
+	return res, e
 }
 
 func firstErr(errs []error) error {
@@ -228,10 +205,12 @@ func firstErr(errs []error) error {
 	return nil
 }
 
-// saveState syncs the data, then records how far every range got.
-func (s *segmentedDownload) saveState() error {
-	if err := s.dst.Sync(); err != nil {
-		return err
+// saveState makes the data durable, then records how far every range got.
+func (s *segmenter) saveState() error {
+	if s.durable != nil {
+		if err := s.durable(); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -239,28 +218,122 @@ func (s *segmentedDownload) saveState() error {
 }
 
 // runSegment moves one range with its own attempts and backoff.
-func (s *segmentedDownload) runSegment(ctx context.Context, i int) (Result, error) {
+func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 	s.mu.Lock()
-	g := &s.state.Segments[i]
-	length := g.End - g.Start
+	length := s.state.Segments[i].End - s.state.Segments[i].Start
 	s.mu.Unlock()
-	r := newRunner("download", s.path, s.dial, s.cfg)
+	r := newRunner(s.op, s.path, s.dial, s.cfg)
 	r.res.Size = length
 	r.res.StartOffset = -1
-	r.committed = func() int64 { return s.done(i) }
+	r.committed = func() int64 { return s.segment(i).Done }
 	r.onFailure = func() { _ = s.saveState() }
 	return r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
-		return s.attempt(ctx, sess, a, i)
+		return s.attempt(ctx, sess, a, i, s.segment(i))
 	})
 }
 
-func (s *segmentedDownload) done(i int) int64 {
+func (s *segmenter) segment(i int) segState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.state.Segments[i].Done
+	return s.state.Segments[i]
 }
 
-func (s *segmentedDownload) attempt(ctx context.Context, sess protocol.Session, a *attempt, i int) error {
+// setDone records that range i holds v bytes.
+func (s *segmenter) setDone(i int, v int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := &s.state.Segments[i]
+	s.sum.Add(v - g.Done)
+	g.Done = v
+}
+
+// moved reports n more bytes of range i for progress; with commit they are
+// also at the destination (downloads write them themselves).
+func (s *segmenter) moved(i, n int, commit bool) {
+	total := s.sum.Load()
+	if commit {
+		s.mu.Lock()
+		s.state.Segments[i].Done += int64(n)
+		s.mu.Unlock()
+		total = s.sum.Add(int64(n))
+	}
+	if s.progress != nil {
+		s.mu.Lock()
+		s.progress(total, s.state.Size)
+		s.mu.Unlock()
+	}
+}
+
+// segWriter counts what one range of a download wrote.
+type segWriter struct {
+	w io.Writer
+	s *segmenter
+	i int
+	m *meter
+}
+
+func (w *segWriter) Write(p []byte) (int, error) {
+	n, err := w.w.Write(p)
+	if n > 0 {
+		w.m.add(n)
+		w.s.moved(w.i, n, true)
+	}
+	return n, err
+}
+
+// downloadSegments downloads path into dst over n sessions at once (or as
+// many ranges as the state file of an earlier run holds), then verifies
+// the whole file.
+func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, cfg Config) (Result, error) {
+	st, err := loadSidecar(cfg.StatePath)
+	if err != nil || st.Path != path || st.Size != info.Size || !st.ModTime.Equal(info.ModTime) {
+		// No usable state: start every range from zero.
+		if err := dst.Truncate(0); err != nil {
+			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "truncate", err: err}}
+		}
+		st = &sidecar{Path: path, Size: info.Size, ModTime: info.ModTime, Segments: split(info.Size, n)}
+		if err := st.save(cfg.StatePath); err != nil {
+			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "write state", err: err}}
+		}
+	}
+	s := newSegmenter("download", path, dial, cfg, st)
+	s.durable = dst.Sync
+	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
+		return downloadRange(ctx, sess, a, s, dst, i, g)
+	}
+	res, err := s.run(ctx)
+	if err != nil {
+		return res, err
+	}
+	// Verify the whole file on one more session.
+	d := &download{dst: dst, path: path, size: info.Size, mtime: info.ModTime}
+	vres, err := s.finish(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+		return d.finish(ctx, sess, a)
+	})
+	res.Attempts += vres.Attempts - 1
+	res.Verified = vres.Verified
+	if err != nil {
+		return res, err
+	}
+	_ = os.Remove(cfg.StatePath)
+	return res, nil
+}
+
+// finish runs the verification step of a segmented transfer on one more
+// session, with the usual retries.
+func (s *segmenter) finish(ctx context.Context, do func(ctx context.Context, sess protocol.Session, a *attempt) error) (Result, error) {
+	r := newRunner(s.op, s.path, s.dial, s.cfg)
+	r.res.Size, r.res.StartOffset = s.state.Size, s.state.Size
+	return r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+		a.start(s.state.Size)
+		return do(ctx, sess, a)
+	})
+}
+
+// downloadRange moves what is left of range i: it checks the remote file
+// did not change, re-reads the Overlap bytes before the resume point and
+// compares them with what is on disk, then copies up to the range's end.
+func downloadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segmenter, dst LocalFile, i int, g segState) error {
 	info, err := sess.Stat(ctx, s.path)
 	if err != nil {
 		return err
@@ -269,9 +342,6 @@ func (s *segmentedDownload) attempt(ctx context.Context, sess protocol.Session, 
 		return &protocol.Error{Op: "download", Path: s.path, Err: fmt.Errorf("%w: the remote file changed during a segmented download; run again to start over", ErrSourceChanged)}
 	}
 	a.dog.touch()
-	s.mu.Lock()
-	g := s.state.Segments[i]
-	s.mu.Unlock()
 	off := g.Start + g.Done
 	k := min(a.r.cfg.overlap(), g.Done)
 	rd, err := sess.OpenReader(ctx, s.path, off-k)
@@ -280,7 +350,7 @@ func (s *segmentedDownload) attempt(ctx context.Context, sess protocol.Session, 
 	}
 	defer rd.Close()
 	if k > 0 {
-		same, err := equalStream(rd, s.dst, off-k, k, a)
+		same, err := equalStream(rd, dst, off-k, k, a)
 		if err != nil {
 			return err
 		}
@@ -296,10 +366,9 @@ func (s *segmentedDownload) attempt(ctx context.Context, sess protocol.Session, 
 	}
 	m := a.start(g.Done)
 	var localErr error
-	w := &segWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(s.dst, off), err: &localErr}, f: s.dst, off: off}, s: s, i: i, m: m}
+	w := &segWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(dst, off), err: &localErr}, f: dst, off: off}, s: s, i: i, m: m}
 	want := g.End - off
-	buf := make([]byte, 1<<20)
-	n, copyErr := io.CopyBuffer(w, io.LimitReader(rd, want), buf)
+	n, copyErr := io.CopyBuffer(w, io.LimitReader(rd, want), make([]byte, 1<<20))
 	if localErr != nil {
 		return localErr
 	}
@@ -313,36 +382,113 @@ func (s *segmentedDownload) attempt(ctx context.Context, sess protocol.Session, 
 	return nil
 }
 
-func (s *segmentedDownload) setDone(i int, v int64) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	g := &s.state.Segments[i]
-	s.sum.Add(v - g.Done)
-	g.Done = v
-}
+// segmentSuffix is appended to the temporary name of a segmented upload,
+// which may hold holes until every range is written: a later single-stream
+// run must never take it for a sequential partial.
+const segmentSuffix = ".seg"
 
-// segWriter counts what one range wrote, for the state, the progress
-// callback and the stall watchdog.
-type segWriter struct {
-	w io.Writer
-	s *segmentedDownload
-	i int
-	m *meter
-}
-
-func (w *segWriter) Write(p []byte) (int, error) {
-	n, err := w.w.Write(p)
-	if n > 0 {
-		w.m.add(n)
-		w.s.mu.Lock()
-		w.s.state.Segments[w.i].Done += int64(n)
-		w.s.mu.Unlock()
-		total := w.s.sum.Add(int64(n))
-		if w.s.progress != nil {
-			w.s.mu.Lock()
-			w.s.progress(total, w.s.state.Size)
-			w.s.mu.Unlock()
+// maybeSegmentedUpload runs a segmented upload when a state file of an
+// earlier one matches the source, or when the server can write ranges and
+// the file and link call for it; done is false when a single stream should
+// be used.
+func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source, final string, cfg Config) (Result, bool, error) {
+	fi, err := src.Stat()
+	if err != nil {
+		return Result{}, false, nil // the single stream reports it
+	}
+	target := cfg.TempPath + segmentSuffix
+	st, stErr := loadSidecar(cfg.StatePath)
+	if stErr == nil && (st.Path != target || st.Size != fi.Size() || !st.ModTime.Equal(fi.ModTime())) {
+		stErr = errors.New("stale state")
+		_ = os.Remove(cfg.StatePath)
+	}
+	if stErr != nil {
+		var canRanges bool
+		var rtt time.Duration
+		r := newRunner("upload", final, dial, cfg)
+		_, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+			_, canRanges = sess.(protocol.RangeWriter)
+			began := time.Now()
+			_, err := remoteSize(ctx, sess, cfg.TempPath)
+			rtt = time.Since(began)
+			return err
+		})
+		if err != nil {
+			return Result{}, true, err
+		}
+		n := chooseSegments(cfg, fi.Size(), rtt)
+		if !canRanges || n <= 1 {
+			return Result{}, false, nil
+		}
+		st = &sidecar{Path: target, Size: fi.Size(), ModTime: fi.ModTime(), Segments: split(fi.Size(), n)}
+		if err := st.save(cfg.StatePath); err != nil {
+			return Result{}, false, nil // no state, no segments
 		}
 	}
-	return n, err
+	s := newSegmenter("upload", final, dial, cfg, st)
+	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
+		return uploadRange(ctx, sess, a, s, src, i, g)
+	}
+	res, err := s.run(ctx)
+	if err != nil {
+		return res, true, err
+	}
+	u := &upload{src: src, size: fi.Size(), mtime: fi.ModTime(), final: final, target: target, safe: fi.Size()}
+	vres, err := s.finish(ctx, u.finish)
+	res.Attempts += vres.Attempts - 1
+	res.Verified = vres.Verified
+	if err == nil {
+		_ = os.Remove(cfg.StatePath)
+	}
+	return res, true, err
+}
+
+// uploadRange moves what is left of range i of an upload over a range
+// writer, after comparing the Overlap bytes before the resume point.
+func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segmenter, src Source, i int, g segState) error {
+	rw, ok := sess.(protocol.RangeWriter)
+	if !ok {
+		return &protocol.Error{Op: "upload", Path: s.path, Kind: protocol.ErrUnsupported, Err: errors.New("the session cannot write ranges")}
+	}
+	if fi, err := src.Stat(); err != nil || fi.Size() != s.state.Size || !fi.ModTime().Equal(s.state.ModTime) {
+		return &localError{op: "read", err: fmt.Errorf("%w during a segmented upload; run again to start over", ErrSourceChanged)}
+	}
+	off := g.Start + g.Done
+	if k := min(a.r.cfg.overlap(), g.Done); k > 0 {
+		same, err := a.sameRange(ctx, sess, s.state.Path, src, off-k, off)
+		if err != nil {
+			return err
+		}
+		if !same {
+			a.r.restart(a, fmt.Sprintf("segment %d: the remote's last %d bytes differ from the source", i, k))
+			s.setDone(i, 0)
+			return &protocol.Error{Op: "upload", Path: s.path, Kind: protocol.ErrTransient, Err: errors.New("segment restarted")}
+		}
+	}
+	w, err := rw.OpenRangeWriter(ctx, s.state.Path, off)
+	if err != nil {
+		return err
+	}
+	if g.Done > 0 && a.n > 1 {
+		a.r.res.Resumes++
+	}
+	m := a.start(g.Done)
+	m.progress = func(int64, int64) { s.moved(i, 0, false) }
+	var localErr error
+	rd := &countingReader{r: &localReader{r: io.NewSectionReader(src, off, g.End-off), err: &localErr}, m: m}
+	n, copyErr := io.Copy(w, rd)
+	closeErr := w.Close()
+	a.acked = w.Acked()
+	s.setDone(i, g.Done+a.acked)
+	if localErr != nil {
+		return localErr
+	}
+	if err := serverVerdict(copyErr, closeErr); err != nil {
+		return err
+	}
+	if n != g.End-off || a.acked != n {
+		return &protocol.Error{Op: "write", Path: s.path, Kind: protocol.ErrTransient,
+			Err: fmt.Errorf("segment %d: %d bytes acknowledged of %d", i, a.acked, g.End-off)}
+	}
+	return nil
 }

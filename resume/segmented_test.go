@@ -29,7 +29,7 @@ func TestSegmentedDownloadSurvivesCuts(t *testing.T) {
 	if !bytes.Equal(readAll(t, f), src) {
 		t.Fatal("content differs")
 	}
-	if res.Resumes < 3 || res.ResentBytes != 0 || res.Verified != "size" {
+	if res.Attempts != 4+3 || res.ResentBytes != 0 || res.Verified != "size" {
 		t.Fatalf("%+v", res)
 	}
 	if _, err := os.Stat(cfg.StatePath); !errors.Is(err, os.ErrNotExist) {
@@ -102,5 +102,57 @@ func TestRateLimitPaces(t *testing.T) {
 	// at least (2 - 0.4) / 4 = 0.4 s. Only the lower bound is certain.
 	if d := time.Since(begin); d < 350*time.Millisecond {
 		t.Fatalf("2 MiB at 4 MiB/s took %v", d)
+	}
+}
+
+func TestSegmentedUploadSurvivesCutsAndResumesFromState(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4<<20 + 77)
+	s.cuts = []int64{500_000, 1_900_000}
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.TempPath = "f.part"
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	// First run: interrupted half-way; the state file keeps the ranges.
+	ctx, cancel := context.WithCancel(context.Background())
+	first := cfg
+	first.Progress = func(done, total int64) {
+		if done >= 2<<20 {
+			cancel()
+		}
+	}
+	if _, err := resume.Upload(ctx, s.rangeDial, memSrc(src), "f", first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	if s.file("f.part.seg") == nil {
+		t.Fatal("the segmented upload did not write to its own temporary name")
+	}
+	res, err := resume.Upload(context.Background(), s.rangeDial, memSrc(src), "f", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) || s.file("f.part.seg") != nil {
+		t.Fatal("content differs or temporary file left")
+	}
+	if res.StartOffset < 1<<20 {
+		t.Fatalf("did not resume the ranges: %+v", res)
+	}
+	if _, err := os.Stat(cfg.StatePath); !errors.Is(err, os.ErrNotExist) {
+		t.Error("state file left behind")
+	}
+}
+
+func TestSegmentedUploadNeedsRangeWriter(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4 << 20)
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.TempPath = "f.part"
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
+	if err != nil || !bytes.Equal(s.file("f"), src) || res.Attempts != 1 {
+		t.Fatalf("err=%v res=%+v", err, res)
 	}
 }

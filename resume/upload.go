@@ -44,6 +44,11 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 			return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 		}
 	}
+	if cfg.StatePath != "" && cfg.TempPath != "" && cfg.Segments != 1 {
+		if res, done, err := maybeSegmentedUpload(ctx, dial, src, remotePath, cfg); done {
+			return res, err
+		}
+	}
 	u := &upload{src: src, final: remotePath, target: remotePath, safe: -1, size: -1}
 	if cfg.TempPath != "" {
 		u.target = cfg.TempPath

@@ -81,13 +81,20 @@ type Config struct {
 	// (64 KiB); negative disables the check.
 	Overlap int64
 
-	// Segments is how many connections a download uses at once, each
-	// moving its own byte range and resuming it on its own; the state of
-	// the ranges is kept in "<local>.part.state" until the file verified.
+	// Segments is how many connections a transfer uses at once, each
+	// moving its own byte range and resuming it on its own: downloads on
+	// every protocol, uploads where the server can write ranges (SFTP).
+	// A download keeps the ranges' state in "<local>.part.state", an
+	// upload in StateDir, until the file verified.
 	// Zero means auto: one stream, unless the server's round trip is at
 	// least 10 ms and the file holds several MinSegmentSize ranges, then
 	// up to 4. One disables segmenting.
 	Segments int
+	// StateDir holds the state files of segmented uploads (a segmented
+	// download keeps its state beside the local partial). Empty means
+	// the user's cache directory (os.UserCacheDir()/haul); if there is
+	// none, uploads use one stream.
+	StateDir string
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means resume.DefaultMinSegmentSize (32 MiB).
 	MinSegmentSize int64

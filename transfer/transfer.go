@@ -15,11 +15,14 @@ package transfer
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/openhaul/haul/protocol"
@@ -150,6 +153,7 @@ func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 	ecfg := c.cfg.engine()
 	if !c.cfg.DirectUpload {
 		ecfg.TempPath = remotePath + c.cfg.partSuffix()
+		ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
 	}
 	return resume.Upload(ctx, c.dial, f, remotePath, ecfg)
 }
@@ -173,6 +177,28 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 		return res, &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: err}
 	}
 	return res, nil
+}
+
+// uploadStatePath names the state file of a segmented upload of localPath
+// to remotePath on this server, or "" when there is no state directory.
+func (c *client) uploadStatePath(localPath, remotePath string) string {
+	dir := c.cfg.StateDir
+	if dir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return ""
+		}
+		dir = filepath.Join(cache, "haul")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return ""
+	}
+	abs, err := filepath.Abs(localPath)
+	if err != nil {
+		return ""
+	}
+	key := sha256.Sum256([]byte(c.ep.Scheme + "\x00" + c.ep.User + "@" + c.ep.Addr() + "\x00" + remotePath + "\x00" + abs))
+	return filepath.Join(dir, "upload-"+hex.EncodeToString(key[:12])+".json")
 }
 
 func ftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
