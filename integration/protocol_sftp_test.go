@@ -102,7 +102,7 @@ func TestProtocolSFTPTransfers(t *testing.T) {
 				// Short keepalives run during the transfers: a
 				// server answering them late or not at all
 				// would fail the test.
-				s := psftpDial(t, env, srv, useKey, hsftp.WithKeepAlive(time.Second))
+				s := psftpDial(t, env, srv, useKey, hsftp.WithKeepAlive(2*time.Second))
 				remote := psftpName(t, srv, "big.bin")
 
 				// A whole upload, then a first attempt cut short

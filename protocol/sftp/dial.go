@@ -81,10 +81,11 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 
 	log := o.logger.With("addr", addr, "user", o.user)
 	d := net.Dialer{KeepAliveConfig: tcpKeepAlive}
-	conn, err := d.DialContext(dctx, "tcp", addr)
+	nc, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
 		return nil, dialErr("dial", err)
 	}
+	conn := &countingConn{Conn: nc}
 	// The handshake has no context of its own: bound it by a deadline and
 	// by closing the connection when ctx ends.
 	if dl, ok := dctx.Deadline(); ok {

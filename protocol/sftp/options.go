@@ -16,8 +16,8 @@ import (
 // Defaults applied by Dial when the corresponding option is not given.
 const (
 	// DefaultKeepAlive is the interval between keepalive@openssh.com
-	// requests. A connection whose server does not answer within about
-	// three intervals is closed, so blocked calls fail.
+	// requests. A connection from which nothing arrives for about three
+	// intervals is closed, so blocked calls fail.
 	DefaultKeepAlive = 15 * time.Second
 	// DefaultConcurrency is the number of SFTP requests kept in flight per
 	// file for reads and writes.
@@ -198,10 +198,10 @@ func WithInsecureIgnoreHostKey() Option {
 }
 
 // WithKeepAlive sets the interval between keepalive@openssh.com requests
-// (want-reply). When the server has not answered a request within twice
-// the interval, the connection is closed so that every blocked call fails
-// with a transient error. Zero disables keepalives. Default:
-// DefaultKeepAlive (15 s).
+// (want-reply). When, after a request, neither its reply nor any other
+// byte has come from the server for 2.5 intervals, the connection is
+// closed so that every blocked call fails with a transient error. Zero
+// disables keepalives. Default: DefaultKeepAlive (15 s).
 func WithKeepAlive(interval time.Duration) Option {
 	return func(o *options) error {
 		if interval < 0 {

@@ -57,7 +57,7 @@ type Session struct {
 	addr   string
 	opts   options
 	log    *slog.Logger
-	conn   net.Conn
+	conn   *countingConn
 	ssh    *ssh.Client
 	client *sftp.Client
 
@@ -83,7 +83,10 @@ func (s *Session) abort() {
 }
 
 // keepAliveLoop sends keepalive@openssh.com every interval and closes the
-// connection when a reply takes longer than two intervals.
+// connection when, after a request, neither its reply nor any other byte
+// has arrived from the server for two and a half intervals. Bytes count as liveness
+// because a reply can queue behind a full window of file data on a busy
+// download.
 func (s *Session) keepAliveLoop(interval time.Duration) {
 	defer s.wg.Done()
 	t := time.NewTicker(interval)
@@ -95,30 +98,65 @@ func (s *Session) keepAliveLoop(interval time.Duration) {
 		case <-t.C:
 		}
 		reply := make(chan error, 1)
+		seen := s.conn.received()
 		go func() {
 			_, _, err := s.ssh.SendRequest("keepalive@openssh.com", true, nil)
 			reply <- err
 		}()
 		timer := time.NewTimer(2 * interval)
-		select {
-		case err := <-reply:
-			timer.Stop()
-			if err != nil {
-				s.log.Debug("sftp: keepalive failed; connection gone", "err", err)
+		confirming := false
+	wait:
+		for {
+			select {
+			case err := <-reply:
+				timer.Stop()
+				if err != nil {
+					s.log.Debug("sftp: keepalive failed; connection gone", "err", err)
+					return
+				}
+				break wait
+			case <-timer.C:
+				if n := s.conn.received(); n != seen {
+					seen = n // still receiving: the reply is late, not lost
+					confirming = false
+					timer.Reset(2 * interval)
+					continue
+				}
+				if !confirming {
+					// Confirm once: after this process was stalled
+					// (GC, an overloaded machine) the timer can fire
+					// before the reading goroutine has run.
+					confirming = true
+					timer.Reset(interval / 2)
+					continue
+				}
+				s.log.Warn("sftp: nothing received from the server; closing connection", "waited", 2*interval+interval/2)
+				s.abort()
+				<-reply
+				return
+			case <-s.done:
+				timer.Stop()
+				<-reply // Close has closed the connection: SendRequest returns.
 				return
 			}
-		case <-timer.C:
-			s.log.Warn("sftp: no keepalive reply; closing connection", "waited", 2*interval)
-			s.abort()
-			<-reply
-			return
-		case <-s.done:
-			timer.Stop()
-			<-reply // Close has closed the connection: SendRequest returns.
-			return
 		}
 	}
 }
+
+// countingConn counts the bytes read from the server, for the keepalive.
+type countingConn struct {
+	net.Conn
+	n atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// received returns the bytes read so far.
+func (c *countingConn) received() int64 { return c.n.Load() }
 
 // Close ends the session: it closes the SFTP client, the SSH connection and
 // the TCP connection and stops the keepalive goroutine. It is idempotent and
