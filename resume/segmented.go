@@ -128,13 +128,14 @@ type segmenter struct {
 	// attempt moves what is left of range i on sess.
 	attempt func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error
 
-	mu       sync.Mutex // guards state, serializes callbacks
+	mu       sync.Mutex // guards state and live, serializes callbacks
+	live     []int64    // per range: bytes sent by the running attempt, not yet acknowledged
 	sum      atomic.Int64
 	progress func(done, total int64)
 }
 
 func newSegmenter(op, path string, dial protocol.Dialer, cfg Config, st *sidecar) *segmenter {
-	s := &segmenter{op: op, path: path, dial: dial, cfg: cfg, statePath: cfg.StatePath, state: st}
+	s := &segmenter{op: op, path: path, dial: dial, cfg: cfg, statePath: cfg.StatePath, state: st, live: make([]int64, len(st.Segments))}
 	for _, g := range st.Segments {
 		s.sum.Add(g.Done)
 	}
@@ -247,20 +248,30 @@ func (s *segmenter) setDone(i int, v int64) {
 	g.Done = v
 }
 
-// moved reports n more bytes of range i for progress; with commit they are
-// also at the destination (downloads write them themselves).
-func (s *segmenter) moved(i, n int, commit bool) {
-	total := s.sum.Load()
-	if commit {
-		s.mu.Lock()
-		s.state.Segments[i].Done += int64(n)
-		s.mu.Unlock()
-		total = s.sum.Add(int64(n))
-	}
+// moved reports n more bytes of range i at the destination (downloads
+// write them themselves) to the state and the progress callback.
+func (s *segmenter) moved(i, n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state.Segments[i].Done += int64(n)
+	total := s.sum.Add(int64(n))
 	if s.progress != nil {
-		s.mu.Lock()
 		s.progress(total, s.state.Size)
-		s.mu.Unlock()
+	}
+}
+
+// sending reports that the running attempt of range i has sent v bytes
+// that are not acknowledged yet (uploads), for the progress callback.
+func (s *segmenter) sending(i int, v int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.live[i] = v
+	if s.progress != nil {
+		total := s.sum.Load()
+		for _, l := range s.live {
+			total += l
+		}
+		s.progress(min(total, s.state.Size), s.state.Size)
 	}
 }
 
@@ -276,7 +287,7 @@ func (w *segWriter) Write(p []byte) (int, error) {
 	n, err := w.w.Write(p)
 	if n > 0 {
 		w.m.add(n)
-		w.s.moved(w.i, n, true)
+		w.s.moved(w.i, n)
 	}
 	return n, err
 }
@@ -473,13 +484,14 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 		a.r.res.Resumes++
 	}
 	m := a.start(g.Done)
-	m.progress = func(int64, int64) { s.moved(i, 0, false) }
+	m.progress = func(done, _ int64) { s.sending(i, done-g.Done) }
 	var localErr error
 	rd := &countingReader{r: &localReader{r: io.NewSectionReader(src, off, g.End-off), err: &localErr}, m: m}
 	n, copyErr := io.Copy(w, rd)
 	closeErr := w.Close()
 	a.acked = w.Acked()
 	s.setDone(i, g.Done+a.acked)
+	s.sending(i, 0)
 	if localErr != nil {
 		return localErr
 	}
