@@ -2,7 +2,6 @@ package resume
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -39,13 +38,17 @@ func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst 
 		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
 	cfg = cfg.withLimiter()
+	var pending protocol.Session
 	if cfg.StatePath != "" && cfg.Segments != 1 {
-		if res, done, err := maybeSegmented(ctx, dial, remotePath, dst, cfg); done {
+		res, done, first, err := maybeSegmented(ctx, dial, remotePath, dst, cfg)
+		if done {
 			return res, err
 		}
+		pending = first
 	}
 	d := &download{dst: dst, path: remotePath, size: -1}
 	r := newRunner("download", remotePath, dial, cfg)
+	r.pending = pending
 	r.res.StartOffset = -1
 	r.committed = func() int64 { n, _ := d.localSize(); return n }
 	return r.run(ctx, d.attempt)
@@ -53,20 +56,17 @@ func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst 
 
 // maybeSegmented runs a segmented download when a state file from an
 // earlier segmented run exists or the file and link call for one; done is
-// false when a single stream should be used.
-func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, cfg Config) (Result, bool, error) {
+// false when a single stream should be used, which may go on with the
+// returned logged-in session (first).
+func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, cfg Config) (res Result, done bool, first protocol.Session, err error) {
 	st, stErr := loadSidecar(cfg.StatePath)
 	local, _ := dst.Stat()
 	if stErr != nil && local != nil && local.Size() > 0 {
-		return Result{}, false, nil // a single-stream partial: resume it as such
+		return Result{}, false, nil, nil // a single-stream partial: resume it as such
 	}
-	info, rtt, err := probe(ctx, dial, path, cfg)
+	info, rtt, first, res, err := probe(ctx, dial, path, cfg)
 	if err != nil {
-		var e *Error
-		if errors.As(err, &e) {
-			e.Op = "download"
-		}
-		return Result{}, true, err
+		return res, true, nil, err
 	}
 	n := chooseSegments(cfg, info.Size, rtt)
 	if stErr == nil && st.Path == path && st.Size == info.Size && st.ModTime.Equal(info.ModTime) {
@@ -74,10 +74,10 @@ func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst 
 	}
 	if n <= 1 {
 		_ = os.Remove(cfg.StatePath)
-		return Result{}, false, nil
+		return Result{}, false, first, nil
 	}
-	res, err := downloadSegments(ctx, dial, path, dst, info, n, cfg)
-	return res, true, err
+	res, err = downloadSegments(ctx, dial, path, dst, info, n, first, cfg)
+	return res, true, nil, err
 }
 
 type download struct {

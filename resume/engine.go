@@ -24,6 +24,9 @@ type attempt struct {
 	dog   *watchdog
 	meter *meter
 	r     *runner
+	// keep, set by a successful attempt, hands its session to the runner
+	// (runner.kept) instead of closing it.
+	keep bool
 	// progressed is set when the attempt started beyond every earlier one.
 	progressed bool
 	// acked, when set (>= 0), is what the attempt moved as acknowledged
@@ -71,6 +74,10 @@ type runner struct {
 	best int64
 	// limit paces all the transfer's bytes (Config.RateLimit), or nil.
 	limit *rate.Limiter
+	// pending, when set, is a logged-in session the next attempt uses
+	// instead of dialing (one login saved); kept is the session of a
+	// successful attempt that set keep.
+	pending, kept protocol.Session
 	// onFailure, when set, runs after every failed attempt.
 	onFailure func()
 	// committed reports the bytes known to be at the destination, for
@@ -165,13 +172,22 @@ func (r *runner) once(ctx context.Context, a *attempt, do attemptFunc) error {
 	// byte is still seen; start() replaces it once the offset is known.
 	a.meter = &meter{dog: a.dog}
 	err := func() error {
-		sess, err := r.dial(actx)
-		if err != nil {
-			return err
+		sess := r.pending
+		r.pending = nil
+		if sess == nil {
+			var err error
+			if sess, err = r.dial(actx); err != nil {
+				return err
+			}
 		}
-		defer sess.Close()
 		a.dog.touch()
-		return do(actx, sess, a)
+		err := do(actx, sess, a)
+		if err == nil && a.keep {
+			r.kept = sess
+			return nil
+		}
+		sess.Close()
+		return err
 	}()
 	if err != nil {
 		return attemptErr(ctx, actx, err)

@@ -99,19 +99,21 @@ func chooseSegments(cfg Config, size int64, rtt time.Duration) int {
 	return int(max(1, min(int64(n), size/minSeg)))
 }
 
-// probe dials once to learn the remote file's size and the round trip.
-func probe(ctx context.Context, dial protocol.Dialer, path string, cfg Config) (protocol.FileInfo, time.Duration, error) {
+// probe dials once to learn the remote file's size and the round trip. On
+// success it returns the logged-in session for the transfer to go on with.
+func probe(ctx context.Context, dial protocol.Dialer, path string, cfg Config) (protocol.FileInfo, time.Duration, protocol.Session, Result, error) {
 	var info protocol.FileInfo
 	var rtt time.Duration
 	r := newRunner("download", path, dial, cfg)
-	_, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+	res, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 		began := time.Now()
 		var err error
 		info, err = sess.Stat(ctx, path)
 		rtt = time.Since(began)
+		a.keep = true
 		return err
 	})
-	return info, rtt, err
+	return info, rtt, r.kept, res, err
 }
 
 // segmenter runs the ranges of a segmented transfer, each over its own
@@ -127,6 +129,9 @@ type segmenter struct {
 	durable func() error
 	// attempt moves what is left of range i on sess.
 	attempt func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error
+
+	// first, when set, is a logged-in session for range 0's first attempt.
+	first protocol.Session
 
 	mu       sync.Mutex // guards state and live, serializes callbacks
 	live     []int64    // per range: bytes sent by the running attempt, not yet acknowledged
@@ -173,6 +178,10 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 		}()
 	}
 	wg.Wait()
+	if s.first != nil { // range 0 was already complete
+		s.first.Close()
+		s.first = nil
+	}
 	res := Result{Size: s.state.Size, StartOffset: start}
 	for _, r := range results {
 		res.Transferred += r.Transferred
@@ -227,6 +236,9 @@ func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 	r.res.Size = length
 	r.res.StartOffset = -1
 	r.committed = func() int64 { return s.segment(i).Done }
+	if i == 0 {
+		r.pending, s.first = s.first, nil
+	}
 	r.onFailure = func() { _ = s.saveState() }
 	return r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 		return s.attempt(ctx, sess, a, i, s.segment(i))
@@ -295,19 +307,22 @@ func (w *segWriter) Write(p []byte) (int, error) {
 // downloadSegments downloads path into dst over n sessions at once (or as
 // many ranges as the state file of an earlier run holds), then verifies
 // the whole file.
-func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, cfg Config) (Result, error) {
+func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, first protocol.Session, cfg Config) (Result, error) {
 	st, err := loadSidecar(cfg.StatePath)
 	if err != nil || st.Path != path || st.Size != info.Size || !st.ModTime.Equal(info.ModTime) {
 		// No usable state: start every range from zero.
 		if err := dst.Truncate(0); err != nil {
+			first.Close()
 			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "truncate", err: err}}
 		}
 		st = &sidecar{Path: path, Size: info.Size, ModTime: info.ModTime, Segments: split(info.Size, n)}
 		if err := st.save(cfg.StatePath); err != nil {
+			first.Close()
 			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "write state", err: err}}
 		}
 	}
 	s := newSegmenter("download", path, dial, cfg, st)
+	s.first = first
 	s.durable = dst.Sync
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return downloadRange(ctx, sess, a, s, dst, i, g)
@@ -402,10 +417,13 @@ const segmentSuffix = ".seg"
 // earlier one matches the source, or when the server can write ranges and
 // the file and link call for it; done is false when a single stream should
 // be used.
-func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source, final string, cfg Config) (Result, bool, error) {
+//
+// When it does not run one, it may return a logged-in session (first) for
+// the single stream to go on with.
+func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source, final string, cfg Config) (res Result, done bool, first protocol.Session, err error) {
 	fi, err := src.Stat()
 	if err != nil {
-		return Result{}, false, nil // the single stream reports it
+		return Result{}, false, nil, nil // the single stream reports it
 	}
 	target := cfg.TempPath + segmentSuffix
 	st, stErr := loadSidecar(cfg.StatePath)
@@ -413,36 +431,40 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		stErr = errors.New("stale state")
 		_ = os.Remove(cfg.StatePath)
 	}
+
 	if stErr != nil {
 		var canRanges bool
 		var rtt time.Duration
 		r := newRunner("upload", final, dial, cfg)
-		_, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+		res, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 			_, canRanges = sess.(protocol.RangeWriter)
 			began := time.Now()
 			_, err := remoteSize(ctx, sess, cfg.TempPath)
 			rtt = time.Since(began)
+			a.keep = true
 			return err
 		})
 		if err != nil {
-			return Result{}, true, err
+			return res, true, nil, err
 		}
+		first = r.kept
 		n := chooseSegments(cfg, fi.Size(), rtt)
 		if !canRanges || n <= 1 {
-			return Result{}, false, nil
+			return Result{}, false, first, nil
 		}
 		st = &sidecar{Path: target, Size: fi.Size(), ModTime: fi.ModTime(), Segments: split(fi.Size(), n)}
 		if err := st.save(cfg.StatePath); err != nil {
-			return Result{}, false, nil // no state, no segments
+			return Result{}, false, first, nil // no state, no segments
 		}
 	}
 	s := newSegmenter("upload", final, dial, cfg, st)
+	s.first = first
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return uploadRange(ctx, sess, a, s, src, i, g)
 	}
-	res, err := s.run(ctx)
+	res, err = s.run(ctx)
 	if err != nil {
-		return res, true, err
+		return res, true, nil, err
 	}
 	u := &upload{src: src, size: fi.Size(), mtime: fi.ModTime(), final: final, target: target, safe: fi.Size()}
 	vres, err := s.finish(ctx, u.finish)
@@ -451,7 +473,7 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 	if err == nil {
 		_ = os.Remove(cfg.StatePath)
 	}
-	return res, true, err
+	return res, true, nil, err
 }
 
 // uploadRange moves what is left of range i of an upload over a range

@@ -84,7 +84,7 @@ func TestAutoSegmentsUseOneStreamOnAFastLink(t *testing.T) {
 	if err != nil || !bytes.Equal(readAll(t, f), src) {
 		t.Fatal(err)
 	}
-	if s.dials != 2 { // the probe, then one stream
+	if s.dials != 1 { // the probe's session goes on as the single stream
 		t.Fatalf("%d dials for a fast link, res %+v", s.dials, res)
 	}
 }

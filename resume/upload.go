@@ -44,10 +44,13 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 			return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 		}
 	}
+	var pending protocol.Session
 	if cfg.StatePath != "" && cfg.TempPath != "" && cfg.Segments != 1 {
-		if res, done, err := maybeSegmentedUpload(ctx, dial, src, remotePath, cfg); done {
+		res, done, first, err := maybeSegmentedUpload(ctx, dial, src, remotePath, cfg)
+		if done {
 			return res, err
 		}
+		pending = first
 	}
 	u := &upload{src: src, final: remotePath, target: remotePath, safe: -1, size: -1}
 	if cfg.TempPath != "" {
@@ -55,6 +58,7 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 	}
 	cfg = cfg.withLimiter()
 	r := newRunner("upload", remotePath, dial, cfg)
+	r.pending = pending
 	r.res.StartOffset = -1
 	// What the remote confirmed at the start of an attempt: an FTP
 	// writer's acknowledgements are only an upper bound.
