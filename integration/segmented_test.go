@@ -1,0 +1,59 @@
+package integration_test
+
+// Segmented transfers (issue 5) against the real servers: one file over
+// four connections, each range resuming on its own after faults, the file
+// verified as a whole.
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/openhaul/haul/integration/faultproxy"
+	"github.com/openhaul/haul/integration/testbed"
+)
+
+func TestSegmentedTransfersSurviveFaults(t *testing.T) {
+	env := testbed.Require(t)
+	src, sum := testbed.RandomFile(t, t.TempDir(), 64<<20)
+	cases := []struct {
+		tg matrixTarget
+		op string
+	}{
+		{matrixTarget{"ftp-vsftpd", "ftp", env.VsftpdPlain}, "download"},
+		{matrixTarget{"ftps-vsftpd", "ftps", env.VsftpdFTPS}, "download"},
+		{matrixTarget{"ftp-proftpd", "ftp", env.Proftpd}, "download"},
+		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "download"},
+		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "upload"},
+		{matrixTarget{"sftp-proftpd", "sftp", env.ProftpdSFTP}, "upload"},
+	}
+	for _, c := range cases {
+		t.Run(c.tg.name+"/"+c.op, func(t *testing.T) {
+			r := newMatrixRig(t, env, c.tg)
+			r.cfg.Segments = 4
+			r.cfg.MinSegmentSize = 4 << 20
+			r.cfg.StateDir = t.TempDir()
+			// A reset every 10 MiB of file data, three times, whichever
+			// ranges carry it.
+			r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Reset, Dir: matrixDir(c.op), Ports: r.data, After: 10 << 20, Repeat: 2})
+			remote := fmt.Sprintf("segmented-%s-%s.bin", c.tg.name, c.op)
+			res, local, err := r.transfer(t, c.op, remote, src)
+			if err != nil {
+				t.Fatalf("%v (failures %v)", err, r.failures())
+			}
+			if testbed.SHA256File(t, local) != sum {
+				t.Fatal("SHA-256 differs")
+			}
+			// Four ranges, three faults: at least seven attempts.
+			if res.Attempts < 4+3 {
+				t.Errorf("not segmented, or the faults missed: %+v (failures %v)", res, r.failures())
+			}
+			if c.op == "download" {
+				if _, err := os.Stat(r.local + ".part.state"); !os.IsNotExist(err) {
+					t.Error("the state file was left behind")
+				}
+			}
+			t.Logf("attempts=%d resumes=%d resent=%d verified=%s duration=%v", res.Attempts, res.Resumes, res.ResentBytes, res.Verified, res.Duration)
+		})
+	}
+}
