@@ -164,8 +164,10 @@ func TestCLIMissingFileExit4NoRetry(t *testing.T) {
 			if r.code != 4 || r.rep.Attempts != 1 || r.rep.Error.Kind != "not_found" {
 				t.Fatalf("exit %d, report %+v", r.code, r.rep)
 			}
-			if _, err := os.Stat(local); err == nil {
-				t.Error("a local file was created for a missing remote")
+			for _, p := range []string{local, local + ".part"} {
+				if _, err := os.Stat(p); err == nil {
+					t.Errorf("%s was created for a missing remote", p)
+				}
 			}
 		})
 	}

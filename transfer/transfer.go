@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -159,7 +160,12 @@ func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 }
 
 func (c *client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
+	if err := protocol.CheckPath(remotePath); err != nil {
+		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
+	}
 	part := localPath + c.cfg.partSuffix()
+	_, statErr := os.Stat(part)
+	created := errors.Is(statErr, fs.ErrNotExist)
 	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
@@ -171,6 +177,11 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 		err = &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
 	}
 	if err != nil {
+		// A partial this call created and never wrote to is not worth
+		// keeping (a missing remote file, a rejected login).
+		if fi, serr := os.Stat(part); created && serr == nil && fi.Size() == 0 {
+			_ = os.Remove(part)
+		}
 		return res, err
 	}
 	if err := os.Rename(part, localPath); err != nil {
