@@ -352,7 +352,15 @@ func TestResume421OnReconnect(t *testing.T) {
 			r := newMatrixRig(t, env, tg)
 			remote := "limited-421-" + op + ".bin"
 			dir := matrixDir(op)
-			r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Close, Dir: dir, Ports: r.data, After: matrixFaultAt})
+			// Kill the session (control connection included), so that the
+			// client must log in again and meet the full slots.
+			_ = dir
+			var killed atomic.Bool
+			r.cfg.Progress = func(done, total int64) {
+				if done >= matrixFaultAt && killed.CompareAndSwap(false, true) {
+					killSessions(t, r.proxy, tg.srv.Port)
+				}
+			}
 			var mu sync.Mutex
 			var held []net.Conn
 			var saw421 atomic.Bool

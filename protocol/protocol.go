@@ -91,6 +91,15 @@ type Writer interface {
 // attempt; a Dialer must perform at most one login per call.
 type Dialer func(ctx context.Context) (Session, error)
 
+// Checker is implemented by sessions that can tell cheaply whether they
+// are still usable after a failed operation (FTP NOOP on the control
+// connection, an SFTP request), so that a failed transfer resumes on the
+// same logged-in session instead of logging in again. A nil error means a
+// round trip to the server succeeded.
+type Checker interface {
+	Check(ctx context.Context) error
+}
+
 // RangeWriter is implemented by sessions that can write into the middle
 // of a file without cutting it (SFTP), so that writers on several sessions
 // can fill disjoint ranges of one file at once.

@@ -147,13 +147,20 @@ func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
 		if noProgress >= r.cfg.maxAttempts() {
 			return r.fail(began, n, errors.Join(ErrRetriesExhausted, err))
 		}
+		if moved >= quickRetryBytes && noProgress == 1 {
+			// A link that carried data for a while just broke: resume at
+			// once. Backing off is for failures that repeat.
+			r.log.Info("resuming", "op", r.op, "path", r.path, "reuse", r.pending != nil)
+			continue
+		}
 		wait := b.NextBackOff()
 		r.emit(Event{Kind: EventBackoff, Attempt: n, Wait: wait})
-		r.log.Info("reconnecting", "op", r.op, "path", r.path, "wait", wait)
+		r.log.Info("reconnecting", "op", r.op, "path", r.path, "wait", wait, "reuse", r.pending != nil)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			r.dropPending()
 			return r.fail(began, n, context.Cause(ctx))
 		case <-t.C:
 		}
@@ -182,17 +189,40 @@ func (r *runner) once(ctx context.Context, a *attempt, do attemptFunc) error {
 		}
 		a.dog.touch()
 		err := do(actx, sess, a)
-		if err == nil && a.keep {
+		switch {
+		case err == nil && a.keep:
 			r.kept = sess
-			return nil
+		case err != nil && r.reusable(ctx, actx, sess, err):
+			r.pending = sess // the next attempt goes on without a new login
+		default:
+			sess.Close()
 		}
-		sess.Close()
 		return err
 	}()
 	if err != nil {
 		return attemptErr(ctx, actx, err)
 	}
 	return nil
+}
+
+// quickRetryBytes is how much an attempt must have moved for its failure
+// to be resumed without a backoff wait.
+const quickRetryBytes = 1 << 20
+
+// checkTimeout bounds the health check of a session after a failure.
+const checkTimeout = 5 * time.Second
+
+// reusable reports whether sess may carry the next attempt after a
+// transient failure: it must not have stalled (a blackholed connection is
+// not asked twice), and a round trip on it must succeed now.
+func (r *runner) reusable(parent, actx context.Context, sess protocol.Session, err error) bool {
+	c, ok := sess.(protocol.Checker)
+	if !ok || !retryable(err) || parent.Err() != nil || actx.Err() != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(parent, min(checkTimeout, max(r.cfg.stallTimeout(), time.Second)))
+	defer cancel()
+	return c.Check(ctx) == nil
 }
 
 // finish fills in the result's totals.
@@ -203,7 +233,16 @@ func (r *runner) finish(began time.Time, attempts int) {
 	r.res.ResentBytes = max(0, r.res.Transferred-(r.res.Size-r.res.StartOffset))
 }
 
+// dropPending closes a session kept for an attempt that will not come.
+func (r *runner) dropPending() {
+	if r.pending != nil {
+		r.pending.Close()
+		r.pending = nil
+	}
+}
+
 func (r *runner) fail(began time.Time, attempts int, err error) (Result, error) {
+	r.dropPending()
 	r.finish(began, attempts)
 	var committed int64
 	if r.committed != nil {

@@ -86,6 +86,11 @@ func (f failure) codeKind(code int) (kind error, ok bool) {
 		return protocol.ErrStorage, true
 	case code == 450 || code == 451:
 		return protocol.ErrTransient, true
+	case f.started && (f.verb == "RETR" || isStore(f.verb)) && code >= 500 && code != 530:
+		// A transfer the server accepted and then ended with a permanent
+		// code (vsftpd's "500 OOPS" when its session process dies): the
+		// command was valid, the server failed. Try again.
+		return protocol.ErrTransient, true
 	case code == 550:
 		switch f.verb {
 		case "STOR", "APPE", "RNTO", "MKD":

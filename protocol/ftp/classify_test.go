@@ -27,6 +27,7 @@ func TestClassify(t *testing.T) {
 			errors.Join(syscall.ECONNRESET, reply(426)), protocol.ErrTransient},
 		{"450", failure{op: "read", verb: "RETR"}, reply(450), protocol.ErrTransient},
 		{"451 after data", failure{op: "write", verb: "STOR", offset: 10, started: true}, reply(451), protocol.ErrStorage},
+		{"500 OOPS after RETR started", failure{op: "read", verb: "RETR", started: true}, reply(500), protocol.ErrTransient},
 		{"451 at offset 0", failure{op: "write", verb: "STOR"}, reply(451), protocol.ErrTransient},
 		{"451 resumed STOR refused", failure{op: "write", verb: "STOR", offset: 10}, reply(451), protocol.ErrResumeUnsupported},
 		{"550 resumed STOR refused", failure{op: "write", verb: "STOR", offset: 10}, reply(550), protocol.ErrResumeUnsupported},

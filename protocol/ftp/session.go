@@ -75,7 +75,10 @@ type Session struct {
 	closed   bool
 }
 
-var _ protocol.Session = (*Session)(nil)
+var (
+	_ protocol.Session = (*Session)(nil)
+	_ protocol.Checker = (*Session)(nil)
+)
 
 // Dial connects to addr ("host:port"), negotiates TLS when asked, and logs
 // in once. The login is never retried: a refused login is an error matching
@@ -213,7 +216,7 @@ func (s *Session) dialConn(network, address string) (net.Conn, error) {
 		}
 		address = net.JoinHostPort(host, port)
 	}
-	d := net.Dialer{Timeout: s.opts.dialTimeout, KeepAliveConfig: s.opts.keepAlive}
+	d := net.Dialer{Timeout: s.opts.dialTimeout, KeepAliveConfig: s.opts.keepAlive, Control: controlSocket}
 	if !s.opts.keepAlive.Enable {
 		d.KeepAlive = -1
 	}
@@ -468,6 +471,20 @@ func (s *Session) statFallback(ctx context.Context, f failure, path string, size
 	}
 	fi.IsDir = true
 	return fi, nil
+}
+
+// Check sends NOOP: nil means the control connection still answers in
+// step, so the session can carry the next transfer.
+func (s *Session) Check(ctx context.Context) error {
+	f := failure{op: "check"}
+	if err := s.begin(ctx, f); err != nil {
+		return err
+	}
+	defer s.end()
+	if err := s.c.NoOp(); err != nil {
+		return s.fail(ctx, s.verbOf(f), err)
+	}
+	return nil
 }
 
 // Rename renames from to to with RNFR/RNTO. Whether an existing to is
