@@ -58,8 +58,12 @@ type Result struct {
 	// Transferred counts every byte moved over the wire, all attempts
 	// together.
 	Transferred int64
-	// Attempts is the number of attempts (1 when nothing failed).
+	// Attempts is 1 plus the number of failed attempts, over all the
+	// connections of a segmented transfer (1 when nothing failed).
 	Attempts int
+	// Segments is how many byte ranges moved at once over their own
+	// connections (0 for a single stream).
+	Segments int
 	// Resumes counts attempts that continued from a non-zero offset after
 	// an earlier attempt of this transfer failed.
 	Resumes int

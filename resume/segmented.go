@@ -130,8 +130,9 @@ type segmenter struct {
 	// attempt moves what is left of range i on sess.
 	attempt func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error
 
-	// first, when set, is a logged-in session for range 0's first attempt.
-	first protocol.Session
+	// first, when set, is a logged-in session for range 0's first attempt;
+	// spare is one left by a finished range, for the verification.
+	first, spare protocol.Session
 
 	mu       sync.Mutex // guards state and live, serializes callbacks
 	live     []int64    // per range: bytes sent by the running attempt, not yet acknowledged
@@ -182,12 +183,20 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 		s.first.Close()
 		s.first = nil
 	}
+	if err := firstErr(errs); err != nil && s.spare != nil {
+		s.spare.Close()
+		s.spare = nil
+	}
 	res := Result{Size: s.state.Size, StartOffset: start}
+	res.Attempts = 1 // like a single stream: 1 plus every failed attempt
 	for _, r := range results {
 		res.Transferred += r.Transferred
-		res.Attempts += r.Attempts
+		res.Attempts += max(r.Attempts-1, 0)
 		res.Resumes += r.Resumes
 		res.Restarts += r.Restarts
+		if r.Attempts > 0 {
+			res.Segments++
+		}
 	}
 	res.ResentBytes = max(0, res.Transferred-(res.Size-start))
 	res.Duration = time.Since(began)
@@ -240,9 +249,25 @@ func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 		r.pending, s.first = s.first, nil
 	}
 	r.onFailure = func() { _ = s.saveState() }
-	return r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+	res, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 		return s.attempt(ctx, sess, a, i, s.segment(i))
 	})
+	if r.kept != nil {
+		s.keepSpare(r.kept)
+	}
+	return res, err
+}
+
+// keepSpare keeps one logged-in session of a finished range for the final
+// verification, and closes any other.
+func (s *segmenter) keepSpare(sess protocol.Session) {
+	s.mu.Lock()
+	old := s.spare
+	s.spare = sess
+	s.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
 }
 
 func (s *segmenter) segment(i int) segState {
@@ -350,6 +375,7 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 func (s *segmenter) finish(ctx context.Context, do func(ctx context.Context, sess protocol.Session, a *attempt) error) (Result, error) {
 	r := newRunner(s.op, s.path, s.dial, s.cfg)
 	r.res.Size, r.res.StartOffset = s.state.Size, s.state.Size
+	r.pending, s.spare = s.spare, nil
 	return r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 		a.start(s.state.Size)
 		return do(ctx, sess, a)
@@ -394,13 +420,14 @@ func downloadRange(ctx context.Context, sess protocol.Session, a *attempt, s *se
 	var localErr error
 	w := &segWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(dst, off), err: &localErr}, f: dst, off: off}, s: s, i: i, m: m}
 	want := g.End - off
-	n, copyErr := io.CopyBuffer(w, io.LimitReader(rd, want), make([]byte, 1<<20))
+	n, copyErr := copyRange(w, rd, want)
 	if localErr != nil {
 		return localErr
 	}
 	if copyErr != nil {
 		return copyErr
 	}
+	a.keep = true // the session may verify the file, or carry another range
 	if n != want {
 		return &protocol.Error{Op: "read", Path: s.path, Kind: protocol.ErrTransient,
 			Err: fmt.Errorf("%w: segment %d ended at %d, want %d", io.ErrUnexpectedEOF, i, off+n, g.End)}
@@ -524,5 +551,42 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 		return &protocol.Error{Op: "write", Path: s.path, Kind: protocol.ErrTransient,
 			Err: fmt.Errorf("segment %d: %d bytes acknowledged of %d", i, a.acked, g.End-off)}
 	}
+	a.keep = true // the session may verify the file
 	return nil
+}
+
+// errRangeDone ends a WriteTo once a range is complete.
+var errRangeDone = errors.New("range complete")
+
+// rangeWriter passes on at most n bytes, then fails with errRangeDone.
+type rangeWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (r *rangeWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > r.n {
+		p = p[:r.n]
+	}
+	n, err := r.w.Write(p)
+	r.n -= int64(n)
+	if err == nil && r.n == 0 {
+		err = errRangeDone
+	}
+	return n, err
+}
+
+// copyRange copies the next n bytes of rd to w: through rd's WriterTo when
+// it has one (SFTP keeps its requests pipelined there; what it read ahead
+// past the range is dropped), else with a large buffer.
+func copyRange(w io.Writer, rd io.Reader, n int64) (int64, error) {
+	if wt, ok := rd.(io.WriterTo); ok {
+		lw := &rangeWriter{w: w, n: n}
+		got, err := wt.WriteTo(lw)
+		if errors.Is(err, errRangeDone) {
+			err = nil
+		}
+		return min(got, n), err
+	}
+	return io.CopyBuffer(w, io.LimitReader(rd, n), make([]byte, copyBufferSize))
 }

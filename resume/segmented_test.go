@@ -29,7 +29,7 @@ func TestSegmentedDownloadSurvivesCuts(t *testing.T) {
 	if !bytes.Equal(readAll(t, f), src) {
 		t.Fatal("content differs")
 	}
-	if res.Attempts != 4+3 || res.ResentBytes != 0 || res.Verified != "size" {
+	if res.Attempts != 1+3 || res.Segments != 4 || res.ResentBytes != 0 || res.Verified != "size" {
 		t.Fatalf("%+v", res)
 	}
 	if _, err := os.Stat(cfg.StatePath); !errors.Is(err, os.ErrNotExist) {

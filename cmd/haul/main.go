@@ -68,6 +68,7 @@ type report struct {
 	Attempts    int          `json:"attempts"`
 	Resumes     int          `json:"resumes"`
 	Restarts    int          `json:"restarts"`
+	Segments    int          `json:"segments"`
 	ResentBytes int64        `json:"resent_bytes"`
 	DurationMS  int64        `json:"duration_ms"`
 	Verified    string       `json:"verified"`
@@ -143,7 +144,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			_ = bar.Finish()
 			fmt.Fprintln(stderr)
 		}
-		rep.Bytes, rep.Attempts, rep.Resumes, rep.Restarts = res.Size, res.Attempts, res.Resumes, res.Restarts
+		rep.Bytes, rep.Attempts, rep.Resumes, rep.Restarts, rep.Segments = res.Size, res.Attempts, res.Resumes, res.Restarts, res.Segments
 		rep.ResentBytes, rep.DurationMS, rep.Verified = res.ResentBytes, res.Duration.Milliseconds(), res.Verified
 		return err
 	}
