@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/openhaul/haul/protocol"
 	hsftp "github.com/openhaul/haul/protocol/sftp"
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/cpu"
 )
 
 // psftpSize is the size of the big transfers: 64 MiB.
@@ -402,4 +404,174 @@ func BenchmarkProtocolSFTP(b *testing.B) {
 			_ = r.Close()
 		}
 	})
+}
+
+// psftpRangeUpload writes data at offset through a range writer.
+func psftpRangeUpload(s *hsftp.Session, remote string, offset int64, data []byte) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	w, err := s.OpenRangeWriter(ctx, remote, offset)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(w, bytes.NewReader(data)); err != nil {
+		_ = w.Close()
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if got := w.Acked(); got != int64(len(data)) {
+		return fmt.Errorf("Acked = %d, want %d", got, len(data))
+	}
+	return nil
+}
+
+func TestProtocolSFTPRangeWriters(t *testing.T) {
+	env := testbed.Require(t)
+	const size = 24<<20 + 4321
+	src, err := io.ReadAll(io.LimitReader(testbed.NewRandReader(11), size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range env.SFTPServers() {
+		t.Run(srv.Name, func(t *testing.T) {
+			a := psftpDial(t, env, srv, true)
+			b := psftpDial(t, env, srv, false)
+			remote := psftpName(t, srv, "ranges.bin")
+			// Two sessions fill the halves at once; the second starts
+			// past the end of the (missing) file.
+			half := int64(size / 3)
+			errs := make(chan error, 2)
+			go func() { errs <- psftpRangeUpload(a, remote, 0, src[:half]) }()
+			go func() { errs <- psftpRangeUpload(b, remote, half, src[half:]) }()
+			for range 2 {
+				if err := <-errs; err != nil {
+					t.Fatalf("range writer: %v", err)
+				}
+			}
+			if got := testbed.SHA256File(t, srv.LocalPath(remote)); got != sha256.Sum256(src) {
+				t.Fatal("file filled by two range writers differs")
+			}
+			// Rewriting the first 1000 bytes cuts nothing.
+			patch := bytes.Repeat([]byte{0xA5}, 1000)
+			if err := psftpRangeUpload(a, remote, 0, patch); err != nil {
+				t.Fatal(err)
+			}
+			want := append(bytes.Clone(patch), src[len(patch):]...)
+			if got := testbed.SHA256File(t, srv.LocalPath(remote)); got != sha256.Sum256(want) {
+				t.Fatal("range rewrite at 0 changed more than its range")
+			}
+		})
+	}
+}
+
+func TestProtocolSFTPHash(t *testing.T) {
+	env := testbed.Require(t)
+	const size = 8<<20 + 12345
+	src, err := io.ReadAll(io.LimitReader(testbed.NewRandReader(21), size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := func(a, b int64) []byte { s := sha256.Sum256(src[a:b]); return s[:] }
+	for _, srv := range env.SFTPServers() {
+		t.Run(srv.Name, func(t *testing.T) {
+			s := psftpDial(t, env, srv, true)
+			remote := psftpName(t, srv, "hash.bin")
+			psftpUpload(t, s, remote, src, 0)
+			algos := s.HashAlgorithms()
+			t.Logf("%s hashes with %v", srv.Name, algos)
+			if len(algos) == 0 || algos[0] != "sha256" {
+				t.Fatalf("HashAlgorithms = %v, want sha256 first", algos)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			// The whole file, both ways, and the 64 KiB ranges the
+			// engine asks for: the file's tail and its head (check-file
+			// can do those), and one in the middle (exec only).
+			cases := [][2]int64{{0, -1}, {0, size}, {size - 64<<10, size}, {0, 64 << 10}, {3 << 20, 3<<20 + 64<<10}}
+			for _, r := range cases {
+				end := r[1]
+				if end < 0 {
+					end = size
+				}
+				got, err := s.Hash(ctx, remote, "sha256", r[0], r[1])
+				if srv.Name == "PROFTPD_SFTP" && r[0] != 0 && end != size {
+					if !errors.Is(err, protocol.ErrUnsupported) {
+						t.Fatalf("check-file of a middle range %v: %x, %v; want ErrUnsupported", r, got, err)
+					}
+					continue
+				}
+				if err != nil {
+					t.Fatalf("Hash %v: %v", r, err)
+				}
+				if !bytes.Equal(got, sum(r[0], end)) {
+					t.Fatalf("Hash %v = %x, want %x", r, got, sum(r[0], end))
+				}
+			}
+			// The other algorithms agree with local ones too.
+			for _, a := range algos[1:] {
+				if _, err := s.Hash(ctx, remote, a, 0, -1); err != nil {
+					t.Errorf("Hash %s: %v", a, err)
+				}
+			}
+			if _, err := s.Hash(ctx, remote+"-missing", "sha256", 0, -1); !errors.Is(err, fs.ErrNotExist) {
+				t.Fatalf("Hash(missing) = %v, want fs.ErrNotExist", err)
+			}
+			// A relative path resolves as SFTP resolves it.
+			if srv.Home != "/" {
+				rel := strings.TrimPrefix(strings.TrimPrefix(remote, srv.Home), "/")
+				if got, err := s.Hash(ctx, rel, "sha256", 0, -1); err != nil || !bytes.Equal(got, sum(0, size)) {
+					t.Fatalf("Hash(%q) = %x, %v", rel, got, err)
+				}
+			}
+			// The session still transfers after hashing.
+			if got := psftpDownload(t, s, remote, size-100); !bytes.Equal(got, src[size-100:]) {
+				t.Fatal("download after hashing differs")
+			}
+		})
+	}
+	t.Run("SSHD/exec-off", func(t *testing.T) {
+		s := psftpDial(t, env, env.SSHD, true, hsftp.WithExecHash(false))
+		if a := s.HashAlgorithms(); len(a) != 0 {
+			t.Fatalf("HashAlgorithms = %v, want none", a)
+		}
+		if _, err := s.Hash(context.Background(), env.SSHD.RemotePath("x"), "sha256", 0, -1); !errors.Is(err, protocol.ErrUnsupported) {
+			t.Fatalf("Hash = %v, want ErrUnsupported", err)
+		}
+	})
+}
+
+func TestProtocolSFTPPacketSizeFromLimits(t *testing.T) {
+	env := testbed.Require(t)
+	// OpenSSH states its limits (limits@openssh.com): 255 KiB requests,
+	// 16 in flight. proftpd does not: the 32 KiB default stays. AES-GCM
+	// is preferred on this CPU (AES-NI).
+	for _, c := range []struct {
+		srv  testbed.Server
+		want string
+	}{{env.SSHD, "packet=261120 requests=16"}, {env.ProftpdSFTP, "packet=32768 requests=64"}} {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		s := psftpDial(t, env, c.srv, true, hsftp.WithLogger(log))
+		want := []string{c.want}
+		if cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ {
+			want = append(want, "cipher=aes128-gcm@openssh.com")
+		}
+		for _, w := range want {
+			if !strings.Contains(logs.String(), w) {
+				t.Fatalf("%s: log lacks %q:\n%s", c.srv.Name, w, logs.String())
+			}
+		}
+		// A transfer with those sizes, not a multiple of either.
+		src, err := io.ReadAll(io.LimitReader(testbed.NewRandReader(31), 9<<20+555))
+		if err != nil {
+			t.Fatal(err)
+		}
+		remote := psftpName(t, c.srv, "pkt.bin")
+		psftpUpload(t, s, remote, src, 0)
+		if got := psftpDownload(t, s, remote, 0); !bytes.Equal(got, src) {
+			t.Fatalf("%s: round trip differs", c.srv.Name)
+		}
+	}
 }

@@ -18,6 +18,7 @@ const (
 	fxNoSuchFile       = 2
 	fxPermissionDenied = 3
 	fxFailure          = 4
+	fxNoConnection     = 6
 	fxConnectionLost   = 7
 	fxOpUnsupported    = 8
 	fxNoSpaceOnFS      = 14
@@ -119,24 +120,11 @@ func kindOf(err error) (int, error) {
 	}
 	var se *sftp.StatusError
 	if errors.As(err, &se) {
-		code := int(se.Code)
-		switch se.FxCode() {
-		case sftp.ErrSSHFxNoSuchFile:
-			return code, fs.ErrNotExist
-		case sftp.ErrSSHFxPermissionDenied:
-			return code, fs.ErrPermission
-		case sftp.ErrSSHFxOpUnsupported:
-			return code, protocol.ErrUnsupported
-		case sftp.ErrSSHFxConnectionLost, sftp.ErrSSHFxNoConnection:
-			return code, protocol.ErrTransient
-		}
-		switch se.Code {
-		case fxNoSpaceOnFS, fxQuotaExceeded:
-			return code, protocol.ErrNoSpace
-		}
-		// SSH_FX_FAILURE and the rest: unknown kind unless the caller
-		// knows better (see writer's no-space check).
-		return code, nil
+		return int(se.Code), statusKind(se.Code)
+	}
+	var fe *fxStatusError
+	if errors.As(err, &fe) {
+		return int(fe.Code), statusKind(fe.Code)
 	}
 	// pkg/sftp hands out bare fxerr values for a lost connection, and
 	// io.EOF / os.ErrNotExist / os.ErrPermission after normalising
@@ -152,6 +140,25 @@ func kindOf(err error) (int, error) {
 		return fxPermissionDenied, fs.ErrPermission
 	}
 	return 0, protocol.Classify(err)
+}
+
+// statusKind returns the kind of an SFTP status code.
+func statusKind(code uint32) error {
+	switch code {
+	case fxNoSuchFile:
+		return fs.ErrNotExist
+	case fxPermissionDenied:
+		return fs.ErrPermission
+	case fxOpUnsupported:
+		return protocol.ErrUnsupported
+	case fxNoConnection, fxConnectionLost:
+		return protocol.ErrTransient
+	case fxNoSpaceOnFS, fxQuotaExceeded:
+		return protocol.ErrNoSpace
+	}
+	// SSH_FX_FAILURE and the rest: unknown kind unless the caller knows
+	// better (see writer's no-space check).
+	return nil
 }
 
 // isFailure reports whether err carries the generic SSH_FX_FAILURE status.

@@ -1,20 +1,22 @@
 package sftp
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"slices"
 	"sync"
 	"time"
 
 	"github.com/openhaul/haul/protocol"
-	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
 	"golang.org/x/crypto/ssh/knownhosts"
+	"golang.org/x/sys/cpu"
 )
 
 // tcpKeepAlive is the TCP keepalive set on the connection: about a minute
@@ -86,6 +88,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 		return nil, dialErr("dial", err)
 	}
 	conn := &countingConn{Conn: nc}
+	conn.buf = bufio.NewReaderSize(rawReader{conn}, readBufferSize)
 	// The handshake has no context of its own: bound it by a deadline and
 	// by closing the connection when ctx ends.
 	if dl, ok := dctx.Deadline(); ok {
@@ -123,6 +126,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	if !o.insecure {
 		cfg.HostKeyAlgorithms = hostKeyAlgorithms(hostKeys, addr, conn.RemoteAddr())
 	}
+	cfg.Ciphers = cipherPreference()
 
 	signers := slices.Clone(o.signers)
 	if o.agent {
@@ -156,11 +160,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 		return nil, handshakeError(st, o.user, err)
 	}
 	client := ssh.NewClient(c, chans, reqs)
-	sc, err := sftp.NewClient(client,
-		sftp.MaxPacketUnchecked(o.packetSize),
-		sftp.MaxConcurrentRequestsPerFile(o.concurrency),
-		sftp.UseFstat(true),
-	)
+	sc, err := startSFTP(client, &o)
 	if err != nil {
 		stop()
 		_ = client.Close()
@@ -172,7 +172,12 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 		return nil, dialErr("dial", context.Cause(dctx))
 	}
 	_ = conn.SetDeadline(time.Time{})
-	log.Debug("sftp: connected", "server", string(c.ServerVersion()))
+	var cipher string
+	if am, ok := c.(ssh.AlgorithmsConnMetadata); ok {
+		cipher = am.Algorithms().Write.Cipher
+	}
+	log.Debug("sftp: connected", "server", string(c.ServerVersion()), "cipher", cipher,
+		"packet", o.packetSize, "requests", o.concurrency)
 
 	s := &Session{
 		addr:   addr,
@@ -247,6 +252,34 @@ func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []s
 	}
 	add(ssh.SupportedAlgorithms().HostKeys...)
 	return algs
+}
+
+// cipherPreference returns the ciphers to offer, fastest here first (the
+// client's order decides): AES-GCM where the CPU has AES and carry-less
+// multiplication instructions, ChaCha20-Poly1305 first elsewhere.
+func cipherPreference() []string {
+	gcm := []string{ssh.CipherAES128GCM, ssh.CipherAES256GCM}
+	chacha := []string{ssh.CipherChaCha20Poly1305}
+	ctr := []string{ssh.CipherAES128CTR, ssh.CipherAES192CTR, ssh.CipherAES256CTR}
+	if hardwareAESGCM() {
+		return slices.Concat(gcm, chacha, ctr)
+	}
+	return slices.Concat(chacha, gcm, ctr)
+}
+
+// hardwareAESGCM reports whether AES-GCM runs in hardware on this CPU.
+func hardwareAESGCM() bool {
+	switch runtime.GOARCH {
+	case "amd64", "386":
+		return cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ
+	case "arm64":
+		return cpu.ARM64.HasAES && cpu.ARM64.HasPMULL
+	case "s390x":
+		return cpu.S390X.HasAES && cpu.S390X.HasGHASH
+	case "ppc64le":
+		return true
+	}
+	return false
 }
 
 // Dialer returns a protocol.Dialer that calls Dial with addr and opts: one

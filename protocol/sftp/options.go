@@ -20,11 +20,20 @@ const (
 	// intervals is closed, so blocked calls fail.
 	DefaultKeepAlive = 15 * time.Second
 	// DefaultConcurrency is the number of SFTP requests kept in flight per
-	// file for reads and writes.
+	// file for reads and writes, with DefaultPacketSize.
 	DefaultConcurrency = 64
 	// DefaultPacketSize is the payload size of one SFTP read or write
-	// request: 32 KiB, the size every server must accept.
+	// request: 32 KiB, the size every server must accept. When the server
+	// answers limits@openssh.com (recent OpenSSH) and WithPacketSize is not
+	// given, Dial uses the largest request size the server serves, up to
+	// MaxPacketSize, and, unless WithConcurrency is given, as many
+	// requests as keep about 4 MiB (twice the SSH channel window) in flight:
+	// fewer, larger requests cost both ends less CPU.
 	DefaultPacketSize = 32 * 1024
+	// MaxPacketSize is the largest request payload: 255 KiB, what
+	// OpenSSH's sftp-server and proftpd's mod_sftp serve (OpenSSH answers
+	// larger reads short, proftpd drops the connection).
+	MaxPacketSize = 255 * 1024
 	// DefaultDialTimeout bounds the TCP dial, the SSH handshake,
 	// authentication and the SFTP version exchange together.
 	DefaultDialTimeout = 30 * time.Second
@@ -37,19 +46,26 @@ const (
 type Option func(*options) error
 
 type options struct {
-	user          string
-	password      string
-	hasPassword   bool
-	signers       []ssh.Signer
-	agent         bool
-	knownHosts    string
-	insecure      bool
-	keepAlive     time.Duration
-	concurrency   int
-	packetSize    int
-	dialTimeout   time.Duration
-	logger        *slog.Logger
-	noSpaceMargin int64
+	user        string
+	password    string
+	hasPassword bool
+	signers     []ssh.Signer
+	agent       bool
+	knownHosts  string
+	insecure    bool
+	keepAlive   time.Duration
+	concurrency int
+	packetSize  int
+	// Whether WithConcurrency and WithPacketSize were given (else the
+	// server's limits may raise the defaults).
+	concurrencySet bool
+	packetSizeSet  bool
+	dialTimeout    time.Duration
+	logger         *slog.Logger
+	noSpaceMargin  int64
+	// noSpaceMarginSet: WithNoSpaceMargin was given.
+	noSpaceMarginSet bool
+	execHash         bool
 }
 
 func defaultOptions() options {
@@ -58,6 +74,7 @@ func defaultOptions() options {
 		concurrency: DefaultConcurrency,
 		packetSize:  DefaultPacketSize,
 		dialTimeout: DefaultDialTimeout,
+		execHash:    true,
 	}
 }
 
@@ -213,26 +230,32 @@ func WithKeepAlive(interval time.Duration) Option {
 }
 
 // WithConcurrency sets how many read or write requests are kept in flight
-// per file. 1 makes transfers sequential. Default: DefaultConcurrency (64).
+// per file. 1 makes transfers sequential. Default: DefaultConcurrency
+// (64), or fewer when the packet size is raised to the server's limits
+// (see DefaultPacketSize).
 func WithConcurrency(n int) Option {
 	return func(o *options) error {
 		if n < 1 || n > 1024 {
 			return fmt.Errorf("sftp: WithConcurrency: %d not in [1, 1024]", n)
 		}
 		o.concurrency = n
+		o.concurrencySet = true
 		return nil
 	}
 }
 
-// WithPacketSize sets the payload size of one read or write request.
-// Sizes above 32 KiB are not accepted by every server (OpenSSH accepts up
-// to 255 KiB). Default: DefaultPacketSize (32 KiB).
+// WithPacketSize sets the payload size of one read or write request, in
+// [512, MaxPacketSize]. Sizes above 32 KiB are not accepted by every
+// server; when the server states its limits (limits@openssh.com), a
+// larger size is lowered to them. Default: DefaultPacketSize (32 KiB), or
+// the server's limits when it states them.
 func WithPacketSize(n int) Option {
 	return func(o *options) error {
-		if n < 512 || n > 256*1024 {
-			return fmt.Errorf("sftp: WithPacketSize: %d not in [512, 262144]", n)
+		if n < 512 || n > MaxPacketSize {
+			return fmt.Errorf("sftp: WithPacketSize: %d not in [512, %d]", n, MaxPacketSize)
 		}
 		o.packetSize = n
+		o.packetSizeSet = true
 		return nil
 	}
 }
@@ -269,6 +292,22 @@ func WithNoSpaceMargin(bytes int64) Option {
 			return fmt.Errorf("sftp: WithNoSpaceMargin: %d is not positive", bytes)
 		}
 		o.noSpaceMargin = bytes
+		o.noSpaceMarginSet = true
+		return nil
+	}
+}
+
+// WithExecHash allows (on) or forbids (off) hashing a remote file by
+// running a command on the server over SSH exec (sha256sum, sha512sum,
+// sha1sum or md5sum, with head and tail for byte ranges, through the
+// user's login shell, with the path single-quoted) when the server has no
+// check-file extension. The commands run once per session to probe (for
+// the tools, in the shell's startup directory) and once per hash; servers
+// that refuse exec or force internal-sftp simply offer no hash. Default:
+// on.
+func WithExecHash(on bool) Option {
+	return func(o *options) error {
+		o.execHash = on
 		return nil
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,10 @@ type testServer struct {
 
 	authAttempts atomic.Int32
 	ignoreGlobal atomic.Bool
+	// execDir, when set, lets exec requests run "sh -c" there (a login
+	// directory other than the SFTP working directory, dir).
+	execDir string
+	execs   atomic.Int32
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -173,6 +178,16 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 			defer wg.Done()
 			defer ch.Close()
 			for req := range creqs {
+				if req.Type == "exec" && ts.execDir != "" && len(req.Payload) > 4 {
+					_ = req.Reply(true, nil)
+					ts.execs.Add(1)
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						ts.serveExec(ch, string(req.Payload[4:]))
+					}()
+					continue
+				}
 				ok := req.Type == "subsystem" && len(req.Payload) > 4 && string(req.Payload[4:]) == "sftp"
 				_ = req.Reply(ok, nil)
 				if !ok {
@@ -186,6 +201,24 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 			}
 		}()
 	}
+}
+
+// serveExec runs cmd with sh -c in ts.execDir, wired to the channel, and
+// reports its exit status.
+func (ts *testServer) serveExec(ch ssh.Channel, cmd string) {
+	defer ch.Close()
+	c := exec.Command("sh", "-c", cmd)
+	c.Dir = ts.execDir
+	c.Stdin, c.Stdout, c.Stderr = ch, ch, ch.Stderr()
+	status := 0
+	if err := c.Run(); err != nil {
+		status = 127
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			status = ee.ExitCode()
+		}
+	}
+	_, _ = ch.SendRequest("exit-status", false, ssh.Marshal(&struct{ Status uint32 }{uint32(status)}))
 }
 
 func (ts *testServer) serveSFTP(ch ssh.Channel) {

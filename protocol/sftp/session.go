@@ -4,10 +4,15 @@
 // A Session is one TCP connection, one SSH login and one SFTP subsystem.
 // Host keys are checked against known_hosts by default; authentication uses
 // keys, an SSH agent and/or a password, attempted once per Dial. Reads and
-// writes keep several requests in flight (WithConcurrency); writes always
-// go to explicit offsets, never through SSH_FXF_APPEND, and the writer
-// reports the contiguous acknowledged high-water mark so a failed upload can
-// resume without holes. keepalive@openssh.com requests detect a dead
+// writes keep several requests in flight (WithConcurrency), as large as the
+// server states it serves (limits@openssh.com, see DefaultPacketSize);
+// writes always go to explicit offsets, never through SSH_FXF_APPEND, and
+// the writer reports the contiguous acknowledged high-water mark so a
+// failed upload can resume without holes. OpenRangeWriter writes a range
+// without cutting the file, for several sessions filling one file at once.
+// Hash asks the server for a digest: the check-file extension (proftpd's
+// mod_sftp) on a second SFTP channel, or a hash command over SSH exec
+// (OpenSSH; WithExecHash). keepalive@openssh.com requests detect a dead
 // connection during long transfers.
 //
 // Every method honours its context by closing the SSH connection when the
@@ -24,6 +29,7 @@
 package sftp
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io/fs"
@@ -51,7 +57,8 @@ const (
 var errSessionClosed = errors.New("sftp: session closed")
 
 // Session is one SFTP connection. It implements protocol.Session,
-// protocol.Truncater and protocol.SpaceReporter. Like every
+// protocol.RangeWriter, protocol.Truncater, protocol.SpaceReporter and
+// protocol.Hasher. Like every
 // protocol.Session, it performs one operation at a time.
 type Session struct {
 	addr   string
@@ -60,6 +67,13 @@ type Session struct {
 	conn   *countingConn
 	ssh    *ssh.Client
 	client *sftp.Client
+
+	// hashMu serialises hashing and guards hash.
+	hashMu sync.Mutex
+	hash   hashState
+	// quiet counts calls during which the server may send nothing for
+	// long (it is hashing): the keepalive does not give up meanwhile.
+	quiet atomic.Int32
 
 	aborted   atomic.Bool
 	closeOnce sync.Once
@@ -72,6 +86,7 @@ var (
 	_ protocol.Session       = (*Session)(nil)
 	_ protocol.Truncater     = (*Session)(nil)
 	_ protocol.SpaceReporter = (*Session)(nil)
+	_ protocol.RangeWriter   = (*Session)(nil)
 )
 
 // abort tears the connection down so that every blocked call returns. The
@@ -116,8 +131,10 @@ func (s *Session) keepAliveLoop(interval time.Duration) {
 				}
 				break wait
 			case <-timer.C:
-				if n := s.conn.received(); n != seen {
-					seen = n // still receiving: the reply is late, not lost
+				if n := s.conn.received(); n != seen || s.quiet.Load() > 0 {
+					// Still receiving, or the server is busy
+					// hashing: the reply is late, not lost.
+					seen = n
 					confirming = false
 					timer.Reset(2 * interval)
 					continue
@@ -144,16 +161,35 @@ func (s *Session) keepAliveLoop(interval time.Duration) {
 }
 
 // countingConn counts the bytes read from the server, for the keepalive.
+// When buffered, reads go through a buffer of readBufferSize bytes:
+// x/crypto/ssh reads each packet in two or three small reads, a system
+// call each.
 type countingConn struct {
 	net.Conn
-	n atomic.Int64
+	n   atomic.Int64
+	buf *bufio.Reader
 }
 
+// readBufferSize is the read buffer of a connection: a few SSH packets.
+const readBufferSize = 256 << 10
+
 func (c *countingConn) Read(p []byte) (int, error) {
+	if c.buf != nil {
+		return c.buf.Read(p)
+	}
+	return c.read(p)
+}
+
+func (c *countingConn) read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	c.n.Add(int64(n))
 	return n, err
 }
+
+// rawReader reads the connection without the buffer.
+type rawReader struct{ c *countingConn }
+
+func (r rawReader) Read(p []byte) (int, error) { return r.c.read(p) }
 
 // received returns the bytes read so far.
 func (c *countingConn) received() int64 { return c.n.Load() }
@@ -319,3 +355,7 @@ func openFlags(offset int64) int {
 	}
 	return f
 }
+
+// rangeFlags are the flags of files opened by OpenRangeWriter: created if
+// missing, never truncated, never appended to.
+const rangeFlags = os.O_WRONLY | os.O_CREATE

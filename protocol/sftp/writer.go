@@ -25,6 +25,28 @@ import (
 // (holes included), so resume at offset+Acked() and let OpenWriter
 // truncate there. ctx bounds the writer's whole life.
 func (s *Session) OpenWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	return s.openWriter(ctx, path, offset, false)
+}
+
+// OpenRangeWriter opens path for writing at offset without cutting it: the
+// file is opened write-only and created if missing, never truncated and
+// never in append mode, and every write names its offset explicitly, so
+// bytes outside the range written stay as they are. offset may lie past
+// the end of the file (the gap reads as zeros until written). Writers on
+// several sessions may fill disjoint ranges of one file at once.
+//
+// The writer pipelines like OpenWriter's; Acked is the contiguous
+// acknowledged high-water mark counted from offset. After a failure,
+// bytes past offset+Acked() may have reached the file: resume the range
+// there (the bytes are overwritten). ctx bounds the writer's whole life.
+func (s *Session) OpenRangeWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	return s.openWriter(ctx, path, offset, true)
+}
+
+// openWriter opens path for writing at offset: for a range writer with
+// O_WRONLY|O_CREATE only, else as OpenWriter documents (truncation at 0,
+// size check and cut back to offset).
+func (s *Session) openWriter(ctx context.Context, path string, offset int64, ranged bool) (protocol.Writer, error) {
 	if offset < 0 {
 		return nil, &protocol.Error{Op: "open", Path: path, Err: fmt.Errorf("negative offset %d", offset)}
 	}
@@ -47,11 +69,15 @@ func (s *Session) OpenWriter(ctx context.Context, path string, offset int64) (pr
 		}
 		return nil, classify("open", path, err)
 	}
-	f, err := s.client.OpenFile(path, openFlags(offset))
+	flags := openFlags(offset)
+	if ranged {
+		flags = rangeFlags
+	}
+	f, err := s.client.OpenFile(path, flags)
 	if err != nil {
 		return fail(nil, err)
 	}
-	if offset > 0 {
+	if offset > 0 && !ranged {
 		fi, err := f.Stat()
 		if err != nil {
 			return fail(f, err)
@@ -86,7 +112,8 @@ func (s *Session) OpenWriter(ctx context.Context, path string, offset int64) (pr
 	return w, nil
 }
 
-// writer is the protocol.Writer returned by OpenWriter. Write and ReadFrom
+// writer is the protocol.Writer returned by OpenWriter and
+// OpenRangeWriter. Write and ReadFrom
 // are called from one goroutine; Acked may be called from any.
 type writer struct {
 	s     *Session
