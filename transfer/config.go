@@ -38,6 +38,12 @@ type Config struct {
 	// outside tests.
 	InsecureIgnoreHostKey bool
 
+	// NoExecHash stops haul from running a hash command (sha256sum...)
+	// over SSH exec to verify SFTP transfers on servers without the
+	// check-file extension (OpenSSH); verification then falls back to
+	// sizes there.
+	NoExecHash bool
+
 	// TLSConfig is the base TLS configuration for FTPS. Nil means the
 	// system roots with the URL's host as server name; certificates are
 	// always verified unless the caller's TLSConfig says otherwise.

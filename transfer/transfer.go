@@ -268,6 +268,9 @@ func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 	if ka := cfg.keepAlive(); ka > 0 {
 		opts = append(opts, psftp.WithKeepAlive(ka))
 	}
+	if cfg.NoExecHash {
+		opts = append(opts, psftp.WithExecHash(false))
+	}
 	if cfg.Logger != nil {
 		opts = append(opts, psftp.WithLogger(cfg.Logger))
 	}

@@ -56,6 +56,7 @@ type flags struct {
 	direct          bool
 	segments        int
 	limitRate       string
+	noExecHash      bool
 }
 
 // report is the --json output.
@@ -110,6 +111,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&f.verify, "verify", "auto", "how to prove the result: auto (server hash if offered, else size), size, hash, readback")
 	pf.IntVar(&f.segments, "segments", 0, "connections per download, each moving its own byte range (default auto: 1 on a fast link, up to 4 on a long one)")
 	pf.StringVar(&f.limitRate, "limit-rate", "", "cap throughput, in bytes per second (suffixes K, M, G: powers of 1024)")
+	pf.BoolVar(&f.noExecHash, "no-exec-hash", false, "never run a hash command (sha256sum) over SSH to verify SFTP transfers")
 	pf.BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
 
@@ -215,7 +217,7 @@ func (f *flags) config(stderr io.Writer) (transfer.Config, error) {
 	if err != nil {
 		return cfg, &usageError{"--verify: " + err.Error()}
 	}
-	cfg.Verify, cfg.DirectUpload, cfg.Segments = v, f.direct, f.segments
+	cfg.Verify, cfg.DirectUpload, cfg.Segments, cfg.NoExecHash = v, f.direct, f.segments, f.noExecHash
 	if f.segments < 0 {
 		return cfg, &usageError{"--segments must not be negative"}
 	}
