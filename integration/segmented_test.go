@@ -44,8 +44,9 @@ func TestSegmentedTransfersSurviveFaults(t *testing.T) {
 			if testbed.SHA256File(t, local) != sum {
 				t.Fatal("SHA-256 differs")
 			}
-			// Four ranges, three faults: 1 + 3 attempts at least.
-			if res.Segments != 4 || res.Attempts < 1+3 {
+			// Four ranges and up to three faults (a fault may land on a
+			// range's data connection after that range had all it needed).
+			if res.Segments != 4 || res.Attempts < 2 {
 				t.Errorf("not segmented, or the faults missed: %+v (failures %v)", res, r.failures())
 			}
 			if c.op == "download" {

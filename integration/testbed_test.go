@@ -469,6 +469,14 @@ func TestBedDiskFull(t *testing.T) {
 				name := tc.srv.FullDir + "/" + tbName(t, "fill")
 				t.Cleanup(func() { _ = os.Remove(tc.srv.LocalPath(name)) })
 				err := tbFTPUpload(c, name, n)
+				for i := 0; err == nil && when == "before" && i < 3; i++ {
+					// A session of an earlier test may still have held a
+					// deleted file's blocks while we filled the disk, and
+					// freed them since: fill again.
+					_ = os.Remove(tc.srv.LocalPath(name))
+					tbFillLocal(t, tc.srv.FullLocal)
+					err = tbFTPUpload(c, name, n)
+				}
 				var te *textproto.Error
 				if !errors.As(err, &te) {
 					t.Fatalf("upload of %d bytes into the full tmpfs: %v, want an FTP reply %d", n, err, want)
