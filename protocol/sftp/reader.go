@@ -18,27 +18,12 @@ import (
 // matching io.ErrUnexpectedEOF and protocol.ErrTransient; bytes appended
 // while reading are delivered too. ctx bounds the reader's whole life.
 func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
-	if offset < 0 {
-		return nil, &protocol.Error{Op: "open", Path: path, Err: fmt.Errorf("negative offset %d", offset)}
-	}
-	if err := protocol.CheckPath(path); err != nil {
+	stop, err := s.beginOpen(ctx, path, offset)
+	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, &protocol.Error{Op: "open", Path: path, Err: err}
-	}
-	if s.closed.Load() || s.aborted.Load() {
-		return nil, &protocol.Error{Op: "open", Path: path, Kind: protocol.ErrTransient, Err: errSessionClosed}
-	}
-	stop := context.AfterFunc(ctx, s.abort)
 	fail := func(f *sftp.File, err error) (io.ReadCloser, error) {
-		if f != nil {
-			_ = f.Close()
-		}
-		if !stop() {
-			return nil, &protocol.Error{Op: "open", Path: path, Err: ctx.Err()}
-		}
-		return nil, classify("open", path, err)
+		return nil, s.openFailed(ctx, path, f, stop, err)
 	}
 	f, err := s.client.Open(path)
 	if err != nil {
@@ -146,4 +131,35 @@ func (r *reader) Close() error {
 		}
 	})
 	return r.closeErr
+}
+
+// beginOpen checks what opening a stream at offset needs and binds ctx to
+// the session for the stream's life; the returned stop unbinds it (false
+// when ctx already fired).
+func (s *Session) beginOpen(ctx context.Context, path string, offset int64) (func() bool, error) {
+	if offset < 0 {
+		return nil, &protocol.Error{Op: "open", Path: path, Err: fmt.Errorf("negative offset %d", offset)}
+	}
+	if err := protocol.CheckPath(path); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, &protocol.Error{Op: "open", Path: path, Err: err}
+	}
+	if s.closed.Load() || s.aborted.Load() {
+		return nil, &protocol.Error{Op: "open", Path: path, Kind: protocol.ErrTransient, Err: errSessionClosed}
+	}
+	return context.AfterFunc(ctx, s.abort), nil
+}
+
+// openFailed closes f (if any), unbinds ctx and classifies err; a fired ctx
+// wins over err.
+func (s *Session) openFailed(ctx context.Context, path string, f *sftp.File, stop func() bool, err error) error {
+	if f != nil {
+		_ = f.Close()
+	}
+	if !stop() {
+		return &protocol.Error{Op: "open", Path: path, Err: ctx.Err()}
+	}
+	return classify("open", path, err)
 }

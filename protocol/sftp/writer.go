@@ -47,27 +47,12 @@ func (s *Session) OpenRangeWriter(ctx context.Context, path string, offset int64
 // O_WRONLY|O_CREATE only, else as OpenWriter documents (truncation at 0,
 // size check and cut back to offset).
 func (s *Session) openWriter(ctx context.Context, path string, offset int64, ranged bool) (protocol.Writer, error) {
-	if offset < 0 {
-		return nil, &protocol.Error{Op: "open", Path: path, Err: fmt.Errorf("negative offset %d", offset)}
-	}
-	if err := protocol.CheckPath(path); err != nil {
+	stop, err := s.beginOpen(ctx, path, offset)
+	if err != nil {
 		return nil, err
 	}
-	if err := ctx.Err(); err != nil {
-		return nil, &protocol.Error{Op: "open", Path: path, Err: err}
-	}
-	if s.closed.Load() || s.aborted.Load() {
-		return nil, &protocol.Error{Op: "open", Path: path, Kind: protocol.ErrTransient, Err: errSessionClosed}
-	}
-	stop := context.AfterFunc(ctx, s.abort)
 	fail := func(f *sftp.File, err error) (protocol.Writer, error) {
-		if f != nil {
-			_ = f.Close()
-		}
-		if !stop() {
-			return nil, &protocol.Error{Op: "open", Path: path, Err: ctx.Err()}
-		}
-		return nil, classify("open", path, err)
+		return nil, s.openFailed(ctx, path, f, stop, err)
 	}
 	flags := openFlags(offset)
 	if ranged {
