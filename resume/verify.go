@@ -195,14 +195,25 @@ func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path
 		}
 		return "size", nil
 	}
-	want, err := hashLocal(local, algo, 0, size)
-	if err != nil {
-		return "", err
+	// Both sides read the whole file: hash them at the same time.
+	type sum struct {
+		b   []byte
+		err error
 	}
+	localSum := make(chan sum, 1)
+	go func() {
+		b, err := hashLocal(local, algo, 0, size)
+		localSum <- sum{b, err}
+	}()
 	got, err := a.remoteHash(ctx, h, path, algo, 0, size)
+	mine := <-localSum
 	if errors.Is(err, protocol.ErrUnsupported) && policy == VerifyAuto {
 		return "size", nil
 	}
+	if err != nil {
+		return "", err
+	}
+	want, err := mine.b, mine.err
 	if err != nil {
 		return "", err
 	}
