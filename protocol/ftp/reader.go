@@ -20,13 +20,7 @@ import (
 // checked and the server's final reply alone decides.
 func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	f := failure{op: "read", path: path, offset: offset}
-	if err := protocol.CheckPath(path); err != nil {
-		return nil, err
-	}
-	if offset < 0 {
-		return nil, &protocol.Error{Op: f.op, Path: path, Err: errNegative}
-	}
-	if err := s.begin(ctx, f); err != nil {
+	if err := s.beginTransfer(ctx, f); err != nil {
 		return nil, err
 	}
 	want := int64(-1)

@@ -287,6 +287,18 @@ func (s *Session) begin(ctx context.Context, f failure) error {
 	return nil
 }
 
+// beginTransfer checks a transfer's path and offset (f.path, f.offset),
+// then begins it like begin.
+func (s *Session) beginTransfer(ctx context.Context, f failure) error {
+	if err := protocol.CheckPath(f.path); err != nil {
+		return err
+	}
+	if f.offset < 0 {
+		return &protocol.Error{Op: f.op, Path: f.path, Err: errNegative}
+	}
+	return s.begin(ctx, f)
+}
+
 // end marks the end of the operation started by begin.
 func (s *Session) end() {
 	s.mu.Lock()

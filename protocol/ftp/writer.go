@@ -23,13 +23,7 @@ import (
 // when that copy returns. Close waits for the server's final reply.
 func (s *Session) OpenWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
 	f := failure{op: "write", path: path, offset: offset}
-	if err := protocol.CheckPath(path); err != nil {
-		return nil, err
-	}
-	if offset < 0 {
-		return nil, &protocol.Error{Op: f.op, Path: path, Err: errNegative}
-	}
-	if err := s.begin(ctx, f); err != nil {
+	if err := s.beginTransfer(ctx, f); err != nil {
 		return nil, err
 	}
 	if offset > 0 {
