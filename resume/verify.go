@@ -3,14 +3,8 @@ package resume
 import (
 	"bytes"
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
 	"io"
 	"time"
 
@@ -60,16 +54,6 @@ func ParseVerifyPolicy(s string) (VerifyPolicy, error) {
 	return 0, fmt.Errorf("unknown verification policy %q (want auto, size, hash or readback)", s)
 }
 
-// localHashes are the algorithms the engine can compute locally, by the
-// names protocol.Hasher uses.
-var localHashes = map[string]func() hash.Hash{
-	"sha256": sha256.New,
-	"sha512": sha512.New,
-	"sha1":   sha1.New,
-	"md5":    md5.New,
-	"crc32":  func() hash.Hash { return crc32.NewIEEE() },
-}
-
 // hasherFor returns the session's hasher and the best algorithm both sides
 // know, or ok=false.
 func hasherFor(sess protocol.Session) (h protocol.Hasher, algo string, ok bool) {
@@ -78,7 +62,7 @@ func hasherFor(sess protocol.Session) (h protocol.Hasher, algo string, ok bool) 
 		return nil, "", false
 	}
 	for _, a := range h.HashAlgorithms() {
-		if localHashes[a] != nil {
+		if protocol.NewHash(a) != nil {
 			return h, a, true
 		}
 	}
@@ -87,7 +71,7 @@ func hasherFor(sess protocol.Session) (h protocol.Hasher, algo string, ok bool) 
 
 // hashLocal hashes bytes [start, end) of r.
 func hashLocal(r io.ReaderAt, algo string, start, end int64) ([]byte, error) {
-	h := localHashes[algo]()
+	h := protocol.NewHash(algo)
 	if _, err := io.Copy(h, io.NewSectionReader(r, start, end-start)); err != nil {
 		return nil, &localError{op: "read", err: err}
 	}

@@ -2,15 +2,9 @@ package ftp
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"hash/crc32"
 	"net/textproto"
 	"reflect"
 	"strconv"
@@ -32,13 +26,12 @@ var (
 // mod_digest X-command (which takes a byte range) and the HASH draft's name.
 var hashAlgos = []struct {
 	algo, xcmd, hashName string
-	newHash              func() hash.Hash
 }{
-	{"sha256", "XSHA256", "SHA-256", sha256.New},
-	{"sha512", "XSHA512", "SHA-512", sha512.New},
-	{"sha1", "XSHA1", "SHA-1", sha1.New},
-	{"md5", "XMD5", "MD5", md5.New},
-	{"crc32", "XCRC", "CRC32", func() hash.Hash { return crc32.NewIEEE() }},
+	{"sha256", "XSHA256", "SHA-256"},
+	{"sha512", "XSHA512", "SHA-512"},
+	{"sha1", "XSHA1", "SHA-1"},
+	{"md5", "XMD5", "MD5"},
+	{"crc32", "XCRC", "CRC32"},
 }
 
 // hashSupport is what FEAT said about hash commands.
@@ -125,7 +118,7 @@ func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end i
 		end = size
 	}
 	if start == end {
-		return a.newHash().Sum(nil), nil
+		return protocol.NewHash(a.algo).Sum(nil), nil
 	}
 
 	if s.hashes.x[a.xcmd] {

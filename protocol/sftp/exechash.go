@@ -86,9 +86,9 @@ func parseExecProbe(out []byte) []string {
 		return nil
 	}
 	var algos []string
-	for _, a := range hashAlgorithms {
-		if t, ok := execTools[a.name]; ok && found[t] {
-			algos = append(algos, a.name)
+	for _, name := range protocol.KnownHashes() {
+		if t, ok := execTools[name]; ok && found[t] {
+			algos = append(algos, name)
 		}
 	}
 	return algos

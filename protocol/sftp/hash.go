@@ -2,43 +2,14 @@ package sftp
 
 import (
 	"context"
-	"crypto/md5"
-	"crypto/sha1"
-	"crypto/sha256"
-	"crypto/sha512"
 	"errors"
 	"fmt"
 	"hash"
-	"hash/crc32"
 	"slices"
 	"strings"
 
 	"github.com/openhaul/haul/protocol"
 )
-
-// hashAlgorithms are the algorithms Hash can return, best first, with a
-// local implementation (for the digest of an empty range and the size of
-// a reply).
-var hashAlgorithms = []struct {
-	name string
-	new  func() hash.Hash
-}{
-	{"sha256", sha256.New},
-	{"sha512", sha512.New},
-	{"sha1", sha1.New},
-	{"md5", md5.New},
-	{"crc32", func() hash.Hash { return crc32.NewIEEE() }},
-}
-
-// newHash returns a local hash for algo, or nil.
-func newHash(algo string) hash.Hash {
-	for _, a := range hashAlgorithms {
-		if a.name == algo {
-			return a.new()
-		}
-	}
-	return nil
-}
 
 // checkFileDefault is what a server that answers check-file without
 // naming its algorithms in VERSION (proftpd's mod_sftp at version 3) is
@@ -70,9 +41,9 @@ func (s *Session) HashAlgorithms() []string {
 	defer s.hashMu.Unlock()
 	hs := s.probeHash(ctx)
 	var out []string
-	for _, a := range hashAlgorithms {
-		if slices.Contains(hs.checkFile, a.name) {
-			out = append(out, a.name)
+	for _, name := range protocol.KnownHashes() {
+		if slices.Contains(hs.checkFile, name) {
+			out = append(out, name)
 		}
 	}
 	if len(out) > 0 {
@@ -172,7 +143,7 @@ func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end i
 	if start < 0 || end >= 0 && end < start {
 		return nil, &protocol.Error{Op: "hash", Path: path, Err: fmt.Errorf("invalid range [%d, %d)", start, end)}
 	}
-	h := newHash(algorithm)
+	h := protocol.NewHash(algorithm)
 	if h == nil {
 		return nil, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported,
 			Err: fmt.Errorf("unknown hash algorithm %q", algorithm)}
