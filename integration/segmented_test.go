@@ -26,6 +26,7 @@ func TestSegmentedTransfersSurviveFaults(t *testing.T) {
 		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "download"},
 		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "upload"},
 		{matrixTarget{"sftp-proftpd", "sftp", env.ProftpdSFTP}, "upload"},
+		{matrixTarget{"ftp-vsftpd-nolock", "ftp", env.VsftpdNoLock}, "upload"},
 	}
 	for _, c := range cases {
 		t.Run(c.tg.name+"/"+c.op, func(t *testing.T) {
@@ -55,6 +56,44 @@ func TestSegmentedTransfersSurviveFaults(t *testing.T) {
 				}
 			}
 			t.Logf("attempts=%d resumes=%d resent=%d verified=%s duration=%v", res.Attempts, res.Resumes, res.ResentBytes, res.Verified, res.Duration)
+		})
+	}
+}
+
+// TestSegmentedFTPUploadFallsBack asks for four connections from FTP
+// servers that cannot take one file over several: vsftpd with its default
+// upload lock (a second writer waits), proftpd (refuses REST past the end)
+// and pure-ftpd (writes at the end instead). The probe finds out, the
+// upload goes over one stream, and nothing of the probe is left.
+func TestSegmentedFTPUploadFallsBack(t *testing.T) {
+	env := testbed.Require(t)
+	src, sum := testbed.RandomFile(t, t.TempDir(), 16<<20)
+	for _, tg := range []matrixTarget{
+		{"ftp-vsftpd", "ftp", env.VsftpdPlain},
+		{"ftp-proftpd", "ftp", env.Proftpd},
+		{"ftp-pureftpd", "ftp", env.Pureftpd},
+	} {
+		t.Run(tg.name, func(t *testing.T) {
+			r := newMatrixRig(t, env, tg)
+			r.cfg.Segments = 4
+			r.cfg.MinSegmentSize = 1 << 20
+			r.cfg.StateDir = t.TempDir()
+			remote := "segfallback-" + tg.name + ".bin"
+			res, local, err := r.transfer(t, "upload", remote, src)
+			if err != nil {
+				t.Fatalf("%v (failures %v)", err, r.failures())
+			}
+			if testbed.SHA256File(t, local) != sum {
+				t.Fatal("SHA-256 differs")
+			}
+			if res.Segments > 1 || res.Attempts != 1 {
+				t.Errorf("want one stream, one attempt: %+v", res)
+			}
+			for _, leftover := range []string{remote + ".part.seg", remote + ".part"} {
+				if _, err := os.Stat(tg.srv.LocalPath(leftover)); !os.IsNotExist(err) {
+					t.Errorf("%s left on the server (%v)", leftover, err)
+				}
+			}
 		})
 	}
 }

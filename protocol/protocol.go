@@ -111,6 +111,22 @@ type RangeWriter interface {
 	OpenRangeWriter(ctx context.Context, path string, offset int64) (Writer, error)
 }
 
+// UnconfirmedRangeWriter is implemented by sessions whose range writes
+// keep RangeWriter's promises only on some servers, and whose range writers
+// acknowledge nothing but a whole transfer (FTP's REST + STOR). There the
+// server decides what a write past the end does (vsftpd leaves a hole,
+// proftpd refuses it, pure-ftpd writes at the end instead), whether a second
+// connection may write the file while another does (vsftpd's
+// lock_upload_files makes it wait), and offset 0 truncates; Acked is only an
+// upper bound until Close returns nil. A caller first writes the start of
+// the file with OpenWriter, then probes what a range write past the end
+// does, and after a failed range reads it back to learn what landed.
+type UnconfirmedRangeWriter interface {
+	RangeWriter
+	// UnconfirmedRanges marks the type; it does nothing.
+	UnconfirmedRanges()
+}
+
 // Truncater is implemented by sessions that can set a remote file's size.
 type Truncater interface {
 	Truncate(ctx context.Context, path string, size int64) error

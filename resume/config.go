@@ -66,11 +66,16 @@ type Config struct {
 	// file there. Empty means the remote path itself (no rename).
 	TempPath string
 
-	// Segments is how many connections a download uses at once, each
-	// moving its own byte range and resuming it on its own. Zero means
-	// auto: one, unless the server's round trip is at least 10 ms and the
-	// file holds several MinSegmentSize ranges, then up to 4. Segmented
-	// downloads need StatePath.
+	// Segments is how many connections a transfer uses at once, each
+	// moving its own byte range and resuming it on its own: downloads on
+	// every protocol, uploads over range writers (SFTP always; FTP when a
+	// probe shows the server writes past the end of a file and lets
+	// several connections write it, as vsftpd with lock_upload_files=NO;
+	// otherwise the upload falls back to one stream). Zero means auto:
+	// one, unless the server's round trip is at least 10 ms and the file
+	// holds several MinSegmentSize ranges, then up to 4; FTP uploads
+	// segment only when Segments asks for it. Segmented transfers need
+	// StatePath.
 	Segments int
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means DefaultMinSegmentSize.

@@ -313,3 +313,77 @@ func (w *fakeRangeWriter) Write(p []byte) (int, error) {
 
 func (w *fakeRangeWriter) Close() error { return nil }
 func (w *fakeRangeWriter) Acked() int64 { return w.acked }
+
+// ftpRangeSession is a rangeSession with FTP's range semantics: no range
+// writer at offset 0, and a writer that acknowledges only a whole
+// transfer. Its writers keep the last inFlight bytes handed to them out of
+// the file until more follow or Close succeeds, so a cut loses them, as
+// socket buffers do.
+type ftpRangeSession struct {
+	rangeSession
+	inFlight int
+	// clamp makes a write past the end land at the end (pure-ftpd).
+	clamp bool
+}
+
+var _ protocol.UnconfirmedRangeWriter = (*ftpRangeSession)(nil)
+
+func (f *ftpRangeSession) UnconfirmedRanges() {}
+
+func (s *fakeServer) ftpRangeDial(inFlight int, clamp bool) protocol.Dialer {
+	return func(ctx context.Context) (protocol.Session, error) {
+		sess, err := s.rangeDial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &ftpRangeSession{rangeSession: *sess.(*rangeSession), inFlight: inFlight, clamp: clamp}, nil
+	}
+}
+
+func (f *ftpRangeSession) OpenRangeWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	if offset == 0 {
+		return nil, &protocol.Error{Op: "write", Path: path, Kind: protocol.ErrUnsupported, Err: errors.New("offset 0")}
+	}
+	if f.clamp {
+		if size := int64(len(f.s.file(path))); offset > size {
+			offset = size
+		}
+	}
+	return &bufferedRangeWriter{w: fakeRangeWriter{ctx: ctx, s: f.s, path: path, off: offset}, keep: f.inFlight}, nil
+}
+
+type bufferedRangeWriter struct {
+	w      fakeRangeWriter
+	keep   int
+	held   []byte
+	handed int64
+	err    error
+}
+
+func (b *bufferedRangeWriter) Write(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
+	b.handed += int64(len(p))
+	b.held = append(b.held, p...)
+	if over := len(b.held) - b.keep; over > 0 {
+		n, err := b.w.Write(b.held[:over])
+		b.held = b.held[n:]
+		if err != nil {
+			b.err = err
+			return len(p), err
+		}
+	}
+	return len(p), nil
+}
+
+func (b *bufferedRangeWriter) Close() error {
+	if b.err != nil {
+		return b.err
+	}
+	_, err := b.w.Write(b.held)
+	b.held = nil
+	return err
+}
+
+func (b *bufferedRangeWriter) Acked() int64 { return b.handed }

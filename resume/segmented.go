@@ -27,12 +27,16 @@ const (
 	autoSegmentRTT = 10 * time.Millisecond
 )
 
-// segState is one byte range of a segmented download and how much of it
-// is at the destination: [Start, Start+Done) is written.
+// segState is one byte range of a segmented transfer and how much of it
+// is at the destination: [Start, Start+Done) is written. Sent counts the
+// bytes after Done that the last attempt handed to a writer whose
+// acknowledgements are only an upper bound (FTP); the next attempt reads
+// them back to learn how many landed.
 type segState struct {
 	Start int64 `json:"start"`
 	End   int64 `json:"end"`
 	Done  int64 `json:"done"`
+	Sent  int64 `json:"sent,omitempty"`
 }
 
 // sidecar is the state file of a segmented download, kept beside the
@@ -130,9 +134,11 @@ type segmenter struct {
 	// attempt moves what is left of range i on sess.
 	attempt func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error
 
-	// first, when set, is a logged-in session for range 0's first attempt;
-	// spare is one left by a finished range, for the verification.
-	first, spare protocol.Session
+	// ready holds logged-in sessions for the first attempt of some ranges
+	// (by index); spare is one left by a finished range, for the
+	// verification.
+	ready map[int]protocol.Session
+	spare protocol.Session
 
 	mu       sync.Mutex // guards state and live, serializes callbacks
 	live     []int64    // per range: bytes sent by the running attempt, not yet acknowledged
@@ -141,7 +147,8 @@ type segmenter struct {
 }
 
 func newSegmenter(op, path string, dial protocol.Dialer, cfg Config, st *sidecar) *segmenter {
-	s := &segmenter{op: op, path: path, dial: dial, cfg: cfg, statePath: cfg.StatePath, state: st, live: make([]int64, len(st.Segments))}
+	s := &segmenter{op: op, path: path, dial: dial, cfg: cfg, statePath: cfg.StatePath, state: st,
+		live: make([]int64, len(st.Segments)), ready: make(map[int]protocol.Session)}
 	for _, g := range st.Segments {
 		s.sum.Add(g.Done)
 	}
@@ -179,9 +186,9 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 		}()
 	}
 	wg.Wait()
-	if s.first != nil { // range 0 was already complete
-		s.first.Close()
-		s.first = nil
+	for i, sess := range s.ready { // ranges that were already complete
+		sess.Close()
+		delete(s.ready, i)
 	}
 	if err := firstErr(errs); err != nil && s.spare != nil {
 		s.spare.Close()
@@ -245,9 +252,10 @@ func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 	r.res.Size = length
 	r.res.StartOffset = -1
 	r.committed = func() int64 { return s.segment(i).Done }
-	if i == 0 {
-		r.pending, s.first = s.first, nil
-	}
+	s.mu.Lock()
+	r.pending = s.ready[i]
+	delete(s.ready, i)
+	s.mu.Unlock()
 	r.onFailure = func() { _ = s.saveState() }
 	res, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 		return s.attempt(ctx, sess, a, i, s.segment(i))
@@ -283,6 +291,21 @@ func (s *segmenter) setDone(i int, v int64) {
 	g := &s.state.Segments[i]
 	s.sum.Add(v - g.Done)
 	g.Done = v
+}
+
+// setSent records that the failed attempt of range i handed v bytes after
+// its Done to a writer that acknowledged none of them.
+func (s *segmenter) setSent(i int, v int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.state.Segments[i].Sent = v
+}
+
+// setLanded records that range i holds v bytes, as read back, and nothing
+// is pending.
+func (s *segmenter) setLanded(i int, v int64) {
+	s.setDone(i, v)
+	s.setSent(i, 0)
 }
 
 // moved reports n more bytes of range i at the destination (downloads
@@ -347,7 +370,7 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 		}
 	}
 	s := newSegmenter("download", path, dial, cfg, st)
-	s.first = first
+	s.ready[0] = first
 	s.durable = dst.Sync
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return downloadRange(ctx, sess, a, s, dst, i, g)
@@ -459,12 +482,14 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		_ = os.Remove(cfg.StatePath)
 	}
 
+	var ready map[int]protocol.Session
 	if stErr != nil {
-		var canRanges bool
+		var canRanges, unconfirmed bool
 		var rtt time.Duration
 		r := newRunner("upload", final, dial, cfg)
 		res, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
 			_, canRanges = sess.(protocol.RangeWriter)
+			_, unconfirmed = sess.(protocol.UnconfirmedRangeWriter)
 			began := time.Now()
 			_, err := remoteSize(ctx, sess, cfg.TempPath)
 			rtt = time.Since(began)
@@ -476,16 +501,44 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		}
 		first = r.kept
 		n := chooseSegments(cfg, fi.Size(), rtt)
+		if unconfirmed && cfg.Segments == 0 {
+			// Most FTP servers cannot take one file over several
+			// connections (vsftpd's default upload lock, proftpd,
+			// pure-ftpd): segment only when asked to.
+			n = 1
+		}
 		if !canRanges || n <= 1 {
 			return Result{}, false, first, nil
 		}
 		st = &sidecar{Path: target, Size: fi.Size(), ModTime: fi.ModTime(), Segments: split(fi.Size(), n)}
+		ready = map[int]protocol.Session{0: first}
+		if unconfirmed {
+			var err error
+			ready, err = probeRanges(ctx, dial, first, src, st, rtt, cfg)
+			if err != nil {
+				if ctx.Err() != nil {
+					return Result{}, true, nil, &Error{Op: "upload", Path: final, Err: context.Cause(ctx)}
+				}
+				cfg.logger().Info("segmented upload not possible, using one stream", "path", final, "err", err)
+				return Result{}, false, nil, nil
+			}
+		}
 		if err := st.save(cfg.StatePath); err != nil {
-			return Result{}, false, first, nil // no state, no segments
+			for _, sess := range ready {
+				if sess != first {
+					sess.Close()
+				}
+			}
+			if !unconfirmed {
+				return Result{}, false, first, nil // no state, no segments
+			}
+			return Result{}, false, nil, nil
 		}
 	}
 	s := newSegmenter("upload", final, dial, cfg, st)
-	s.first = first
+	for i, sess := range ready {
+		s.ready[i] = sess
+	}
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return uploadRange(ctx, sess, a, s, src, i, g)
 	}
@@ -513,8 +566,22 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 	if fi, err := src.Stat(); err != nil || fi.Size() != s.state.Size || !fi.ModTime().Equal(s.state.ModTime) {
 		return &localError{op: "read", err: fmt.Errorf("%w during a segmented upload; run again to start over", ErrSourceChanged)}
 	}
+	_, unconfirmed := sess.(protocol.UnconfirmedRangeWriter)
 	off := g.Start + g.Done
-	if k := min(a.r.cfg.overlap(), g.Done); k > 0 {
+	checked := false
+	if unconfirmed && g.Sent > 0 {
+		// The last attempt's writer acknowledged nothing: read back what
+		// landed.
+		n, err := landed(ctx, sess, s.state.Path, src, off, g.Sent, a)
+		if err != nil {
+			return err
+		}
+		s.setLanded(i, g.Done+n)
+		g.Done += n
+		off += n
+		checked = n > 0
+	}
+	if k := min(a.r.cfg.overlap(), g.Done); k > 0 && !checked {
 		same, err := a.sameRange(ctx, sess, s.state.Path, src, off-k, off)
 		if err != nil {
 			return err
@@ -524,6 +591,12 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 			s.setDone(i, 0)
 			return &protocol.Error{Op: "upload", Path: s.path, Kind: protocol.ErrTransient, Err: errors.New("segment restarted")}
 		}
+	}
+	if unconfirmed && off == 0 {
+		// Only a sequential writer may write at offset 0, and it would
+		// cut the other ranges: this state cannot go on.
+		_ = os.Remove(s.statePath)
+		return &localError{op: "resume", err: fmt.Errorf("%w: the start of the segmented upload's temporary file no longer matches the source; run again to start over", ErrSourceChanged)}
 	}
 	w, err := rw.OpenRangeWriter(ctx, s.state.Path, off)
 	if err != nil {
@@ -538,14 +611,24 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 	rd := &countingReader{r: &localReader{r: io.NewSectionReader(src, off, g.End-off), err: &localErr}, m: m}
 	n, copyErr := io.Copy(w, rd)
 	closeErr := w.Close()
-	a.acked = w.Acked()
-	s.setDone(i, g.Done+a.acked)
+	verdict := serverVerdict(copyErr, closeErr)
+	switch {
+	case !unconfirmed:
+		a.acked = w.Acked()
+		s.setDone(i, g.Done+a.acked)
+	case verdict == nil && localErr == nil:
+		a.acked = n // the server confirmed the whole transfer
+		s.setDone(i, g.Done+n)
+	default:
+		a.acked = w.Acked() // handed over; what landed is read back next
+		s.setSent(i, a.acked)
+	}
 	s.sending(i, 0)
 	if localErr != nil {
 		return localErr
 	}
-	if err := serverVerdict(copyErr, closeErr); err != nil {
-		return err
+	if verdict != nil {
+		return verdict
 	}
 	if n != g.End-off || a.acked != n {
 		return &protocol.Error{Op: "write", Path: s.path, Kind: protocol.ErrTransient,

@@ -156,3 +156,58 @@ func TestSegmentedUploadNeedsRangeWriter(t *testing.T) {
 		t.Fatalf("err=%v res=%+v", err, res)
 	}
 }
+
+// TestSegmentedUnconfirmedUploadReadsBack runs a segmented upload over
+// FTP-like range writers whose cuts lose what was in flight: each range
+// must resume where its bytes really end, found by reading back, including
+// across runs of zero bytes that read the same as holes.
+func TestSegmentedUnconfirmedUploadReadsBack(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(8<<20 + 123)
+	// Zeros where cuts land, so holes and data read the same there.
+	for _, at := range []int{1_300_000, 5_000_000} {
+		clear(src[at-200_000 : at+200_000])
+	}
+	s.cuts = []int64{1_000_000, 3_000_000, 5_200_000}
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.TempPath = "f.part"
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	const inFlight = 300_000
+	res, err := resume.Upload(context.Background(), s.ftpRangeDial(inFlight, false), memSrc(src), "f", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) || s.file("f.part.seg") != nil {
+		t.Fatal("content differs or temporary file left")
+	}
+	if res.Segments != 4 || res.Attempts < 4 {
+		t.Fatalf("not segmented, or the cuts missed: %+v", res)
+	}
+	// Each cut loses what was in flight, and no more than that plus a
+	// window (the 4 MiB read-back never re-sends what it proved landed).
+	if res.ResentBytes > 3*(inFlight+32<<10) {
+		t.Errorf("re-sent %d bytes for 3 cuts of %d in flight", res.ResentBytes, inFlight)
+	}
+	t.Logf("%+v", res)
+}
+
+// TestSegmentedUnconfirmedUploadProbeFallsBack: a server that writes past
+// the end at the end instead fails the probe, and one stream does the job.
+func TestSegmentedUnconfirmedUploadProbeFallsBack(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4 << 20)
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.TempPath = "f.part"
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	res, err := resume.Upload(context.Background(), s.ftpRangeDial(0, true), memSrc(src), "f", cfg)
+	if err != nil || !bytes.Equal(s.file("f"), src) || res.Segments > 1 {
+		t.Fatalf("err=%v res=%+v", err, res)
+	}
+	if s.file("f.part.seg") != nil {
+		t.Error("the probe's file was left")
+	}
+}

@@ -89,12 +89,15 @@ type Config struct {
 
 	// Segments is how many connections a transfer uses at once, each
 	// moving its own byte range and resuming it on its own: downloads on
-	// every protocol, uploads where the server can write ranges (SFTP).
-	// A download keeps the ranges' state in "<local>.part.state", an
-	// upload in StateDir, until the file verified.
+	// every protocol; uploads over SFTP, and over FTP when a probe shows
+	// the server writes past the end of a file and lets several
+	// connections write one file (vsftpd with lock_upload_files=NO), else
+	// the upload falls back to one stream. A download keeps the ranges'
+	// state in "<local>.part.state", an upload in StateDir, until the
+	// file verified.
 	// Zero means auto: one stream, unless the server's round trip is at
 	// least 10 ms and the file holds several MinSegmentSize ranges, then
-	// up to 4. One disables segmenting.
+	// up to 4 (FTP uploads: one, unless asked). One disables segmenting.
 	Segments int
 	// StateDir holds the state files of segmented uploads (a segmented
 	// download keeps its state beside the local partial). Empty means

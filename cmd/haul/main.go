@@ -109,7 +109,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log each attempt to stderr")
 	pf.StringVar(&f.partSuffix, "part-suffix", "", "suffix of the partial file while a transfer is incomplete (default .part)")
 	pf.StringVar(&f.verify, "verify", "auto", "how to prove the result: auto (server hash if offered, else size), size, hash, readback")
-	pf.IntVar(&f.segments, "segments", 0, "connections per download, each moving its own byte range (default auto: 1 on a fast link, up to 4 on a long one)")
+	pf.IntVar(&f.segments, "segments", 0, "connections per transfer, each moving its own byte range (default auto: 1 on a fast link, up to 4 on a long one; FTP uploads only when asked, and only to servers that allow it)")
 	pf.StringVar(&f.limitRate, "limit-rate", "", "cap throughput, in bytes per second (suffixes K, M, G: powers of 1024)")
 	pf.BoolVar(&f.noExecHash, "no-exec-hash", false, "never run a hash command (sha256sum) over SSH to verify SFTP transfers")
 	pf.BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename")

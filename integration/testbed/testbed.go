@@ -124,6 +124,9 @@ type Env struct {
 	LimitedDataTimeout, LimitedIdleTimeout time.Duration
 	// LimitedMaxPerIP is VsftpdLimited's max_per_ip.
 	LimitedMaxPerIP int
+	// VsftpdNoLock is vsftpd with lock_upload_files=NO: several
+	// connections may write one file at once (segmented FTP uploads).
+	VsftpdNoLock Server
 	// Proftpd is proftpd (FTP) with mod_digest (HASH, XSHA256, ... with
 	// ranges) and AllowStoreRestart on.
 	Proftpd Server
@@ -233,6 +236,7 @@ func (e *Env) parse() error {
 	e.LimitedDataTimeout = time.Duration(p.int("VSFTPD_LIMITED_DATA_TIMEOUT", false)) * time.Second
 	e.LimitedIdleTimeout = time.Duration(p.int("VSFTPD_LIMITED_IDLE_TIMEOUT", false)) * time.Second
 	e.LimitedMaxPerIP = p.int("VSFTPD_LIMITED_MAX_PER_IP", false)
+	e.VsftpdNoLock = p.server("VSFTPD_NOLOCK", e.Host, true)
 	e.Proftpd = p.server("PROFTPD", e.Host, true)
 	e.ProftpdSFTP = p.server("PROFTPD_SFTP", e.Host, false)
 	e.Pureftpd = p.server("PUREFTPD", e.Host, true)

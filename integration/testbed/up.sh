@@ -24,6 +24,7 @@ VSFTPS_PORT=2122;         VSFTPS_PASV=(30020 30039)
 VSFTPD_LIMITED_PORT=2123; VSFTPD_LIMITED_PASV=(30040 30059)
 PROFTPD_PORT=2124;        PROFTPD_PASV=(30060 30079)
 PUREFTPD_PORT=2125;       PUREFTPD_PASV=(30080 30099)
+VSFTPD_NOLOCK_PORT=2126;  VSFTPD_NOLOCK_PASV=(30100 30119)
 SSHD_PORT=2222
 PROFTPD_SFTP_PORT=2225
 LIMITED_DATA_TIMEOUT=3
@@ -54,7 +55,7 @@ fi
 UGROUP=$(id -gn "$U")
 
 # ---- data roots and the full tmpfs --------------------------------------------
-for r in vsftpd vsftpd-ftps vsftpd-limited proftpd proftpd-sftp pure-ftpd sshd; do
+for r in vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd proftpd-sftp pure-ftpd sshd; do
   mkdir -p "$ROOTS/$r"; chown "$U:$UGROUP" "$ROOTS/$r"; chmod 755 "$ROOTS/$r"
 done
 for r in "${TB_FULL[@]}"; do
@@ -152,6 +153,12 @@ vsftpd_conf vsftpd-limited "$VSFTPD_LIMITED_PORT" "${VSFTPD_LIMITED_PASV[@]}" \
   "$LIMITED_MAX_PER_IP" "$LIMITED_DATA_TIMEOUT" "$LIMITED_IDLE_TIMEOUT"
 start vsftpd-limited "$VSFTPD_LIMITED_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd-limited.conf" || fail=1
 
+# vsftpd without its upload locks (lock_upload_files=NO): several connections
+# may write one file at once, as segmented FTP uploads need.
+vsftpd_conf vsftpd-nolock "$VSFTPD_NOLOCK_PORT" "${VSFTPD_NOLOCK_PASV[@]}" 0 300 600
+echo "lock_upload_files=NO" >>"$CONFS/vsftpd-nolock.conf"
+start vsftpd-nolock "$VSFTPD_NOLOCK_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd-nolock.conf" || fail=1
+
 tb_render "$CONF_DIR/proftpd.conf.tmpl" "$CONFS/proftpd.conf" \
   LISTEN_ADDR="$HAUL_TESTBED_HOST" PORT="$PROFTPD_PORT" PASV_MIN="${PROFTPD_PASV[0]}" PASV_MAX="${PROFTPD_PASV[1]}" \
   RUN="$RUN" LOGDIR="$LOGDIR" LOG="$LOGDIR/proftpd.log" MODULE_PATH="$PKG_ROOT/usr/lib/proftpd" \
@@ -217,6 +224,8 @@ mkdir -p "$(dirname "$HAUL_TESTBED_ENV")"
   echo "VSFTPD_LIMITED_DATA_TIMEOUT=$LIMITED_DATA_TIMEOUT"
   echo "VSFTPD_LIMITED_MAX_PER_IP=$LIMITED_MAX_PER_IP"
   echo "VSFTPD_LIMITED_IDLE_TIMEOUT=$LIMITED_IDLE_TIMEOUT"
+  emit VSFTPD_NOLOCK "$VSFTPD_NOLOCK_PORT" "${VSFTPD_NOLOCK_PASV[@]}" "$ROOTS/vsftpd-nolock" / "" \
+    "$LOGDIR/vsftpd-nolock.log" "$(pid vsftpd-nolock)"
   emit PROFTPD "$PROFTPD_PORT" "${PROFTPD_PASV[@]}" "$ROOTS/proftpd" / "" "$LOGDIR/proftpd.log" "$(pid proftpd)"
   emit PROFTPD_SFTP "$PROFTPD_SFTP_PORT" "" "" "$ROOTS/proftpd-sftp" / "" "$LOGDIR/proftpd-sftp.log" "$(pid proftpd)"
   emit PUREFTPD "$PUREFTPD_PORT" "${PUREFTPD_PASV[@]}" "$ROOTS/pure-ftpd" / /full "$LOGDIR/pure-ftpd-xfer.log" "$(pid pure-ftpd)"

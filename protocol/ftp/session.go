@@ -42,6 +42,7 @@ var (
 	errBusy          = errors.New("ftp session busy: a reader or writer is still open")
 	errClosed        = errors.New("ftp session closed")
 	errOffsetPastEnd = errors.New("offset past the end of the remote file")
+	errRangeAtZero   = errors.New("a range write at offset 0 would truncate the file (STOR)")
 	errNegative      = errors.New("negative offset")
 	errShortStream   = errors.New("data stream ended before the expected size")
 	errLongStream    = errors.New("data stream longer than the size reported by SIZE")

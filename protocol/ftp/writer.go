@@ -22,11 +22,33 @@ import (
 // *os.File straight to the data socket (sendfile); Acked then advances only
 // when that copy returns. Close waits for the server's final reply.
 func (s *Session) OpenWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	return s.openWriter(ctx, path, offset, false)
+}
+
+// OpenRangeWriter starts an upload of path at offset with REST offset +
+// STOR and no check of the remote size: an offset past the end is sent as
+// it is, and what the server makes of it is the caller's to probe (see
+// protocol.UnconfirmedRangeWriter). Offset 0 is refused with an error
+// matching protocol.ErrUnsupported, because STOR at 0 truncates the file.
+// Acked is only an upper bound until Close returns nil.
+func (s *Session) OpenRangeWriter(ctx context.Context, path string, offset int64) (protocol.Writer, error) {
+	if offset <= 0 {
+		return nil, &protocol.Error{Op: "write", Path: path, Kind: protocol.ErrUnsupported, Err: errRangeAtZero}
+	}
+	return s.openWriter(ctx, path, offset, true)
+}
+
+// UnconfirmedRanges marks FTP's range writes as unconfirmed.
+func (s *Session) UnconfirmedRanges() {}
+
+var _ protocol.UnconfirmedRangeWriter = (*Session)(nil)
+
+func (s *Session) openWriter(ctx context.Context, path string, offset int64, ranged bool) (protocol.Writer, error) {
 	f := failure{op: "write", path: path, offset: offset}
 	if err := s.beginTransfer(ctx, f); err != nil {
 		return nil, err
 	}
-	if offset > 0 {
+	if offset > 0 && !ranged {
 		size, err := s.c.FileSize(path)
 		switch {
 		case err == nil && offset > size:

@@ -1,0 +1,274 @@
+package resume
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+)
+
+// Segmented uploads over range writers whose promises hold only on some
+// servers (protocol.UnconfirmedRangeWriter, FTP's REST + STOR).
+//
+// Such an upload starts with a probe on two sessions:
+//
+//  1. the first probeChunk bytes of the file go out with an ordinary
+//     sequential writer at offset 0, which creates (or truncates) the
+//     temporary file; no range writer is ever opened at offset 0;
+//  2. the first session opens a range writer at the start of the last
+//     range, past the end of the file;
+//  3. while it is open, the second session opens one where range 0 goes
+//     on: a server that lets one writer at a time hold the file (vsftpd's
+//     lock_upload_files) keeps it waiting, and the probe gives up after
+//     probeWait;
+//  4. both write probeChunk bytes and close; the file must then end
+//     exactly where the last range's bytes end. A server that wrote them
+//     at the end of the file instead (pure-ftpd) or refused the offset
+//     (proftpd) fails here.
+//
+// Any failure of the probe falls back to a single stream, after removing
+// the temporary file. After a failed range attempt, what landed is learned
+// by reading the range back (landed): every byte of the temporary file is
+// either the source's byte at that offset or never written (a hole, zero),
+// because the probe's first write truncated it and every later write puts
+// the source's bytes at their own offsets. A byte equal to the source's is
+// therefore right whoever wrote it, and a matching non-zero byte proves the
+// server got that far, since a server writes one connection's bytes in
+// order.
+
+const (
+	// probeChunk is how much of a range each probe write moves.
+	probeChunk = 64 << 10
+	// probeWaitBase is how long, plus probeWaitRTTs round trips, the probe
+	// waits for a second writer to be accepted while one is open.
+	probeWaitBase = 2 * time.Second
+	probeWaitRTTs = 8
+	// landedWindow is the first span read back after a failed range
+	// attempt; it doubles until it holds proof.
+	landedWindow = 4 << 20
+)
+
+// errNoConcurrentWriters reports a server that let a second writer wait
+// while another held the file.
+var errNoConcurrentWriters = errors.New("the server lets one connection at a time write a file")
+
+// errProbeSize reports a range write past the end that did not land at its
+// offset.
+var errProbeSize = errors.New("a write past the end did not land at its offset")
+
+// probeFailed marks an error of the probe; it has no Unwrap, so the runner
+// does not retry it and the upload falls back to a single stream.
+type probeFailed struct{ err error }
+
+func (e *probeFailed) Error() string { return "segmented upload probe: " + e.err.Error() }
+
+// probeRanges runs the probe on first (a logged-in session) and one more
+// session. On success it records what the probe wrote in st and returns
+// the two sessions by the range each carries on; on failure the temporary
+// file is removed and both sessions are closed.
+func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Session, src Source, st *sidecar, rtt time.Duration, cfg Config) (map[int]protocol.Session, error) {
+	var second protocol.Session
+	segs := st.Segments
+	last := len(segs) - 1
+	seed := min(probeChunk, segs[0].End)
+	c0 := min(probeChunk, segs[0].End-seed)
+	cLast := min(probeChunk, segs[last].End-segs[last].Start)
+	r := newRunner("upload", st.Path, dial, cfg)
+	r.pending = first
+	_, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+		var wLast protocol.Writer
+		fail := func(err error) error {
+			if ctx.Err() != nil {
+				return err
+			}
+			// Best effort: the file holds only the probe's bytes.
+			if wLast != nil {
+				_ = wLast.Close()
+			}
+			_ = sess.Remove(ctx, st.Path)
+			return &probeFailed{err: err}
+		}
+		rw, ok := sess.(protocol.RangeWriter)
+		if !ok {
+			return fail(errors.New("the session cannot write ranges"))
+		}
+		a.start(0)
+		if err := writeSpan(ctx, func() (protocol.Writer, error) { return sess.OpenWriter(ctx, st.Path, 0) }, src, 0, seed); err != nil {
+			return fail(err)
+		}
+		a.dog.touch()
+		var err error
+		if wLast, err = rw.OpenRangeWriter(ctx, st.Path, segs[last].Start); err != nil {
+			wLast = nil
+			return fail(err)
+		}
+		a.dog.touch()
+		if second, err = dial(ctx); err != nil {
+			return fail(err)
+		}
+		rw2, ok := second.(protocol.RangeWriter)
+		if !ok {
+			return fail(errors.New("the session cannot write ranges"))
+		}
+		// The second writer's context lives as long as the writer; it is
+		// cancelled early only if the server keeps it waiting.
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		wait := probeWaitBase + probeWaitRTTs*rtt
+		timer := time.AfterFunc(wait, cancel)
+		w0, err := rw2.OpenRangeWriter(wctx, st.Path, seed)
+		if !timer.Stop() {
+			if err == nil {
+				w0.Close()
+			}
+			return fail(fmt.Errorf("%w (no answer within %v)", errNoConcurrentWriters, wait))
+		}
+		if err != nil {
+			return fail(err)
+		}
+		a.dog.touch()
+		if err := fillSpan(w0, src, seed, c0); err != nil {
+			return fail(err)
+		}
+		if err := fillSpan(wLast, src, segs[last].Start, cLast); err != nil {
+			return fail(err)
+		}
+		a.dog.touch()
+		info, err := sess.Stat(ctx, st.Path)
+		if err != nil {
+			return fail(err)
+		}
+		if want := segs[last].Start + cLast; info.Size != want {
+			return fail(fmt.Errorf("%w: the file is %d bytes, want %d", errProbeSize, info.Size, want))
+		}
+		a.keep = true
+		return nil
+	})
+	if err != nil {
+		if second != nil {
+			second.Close()
+		}
+		r.dropPending()
+		return nil, err
+	}
+	segs[0].Done = seed + c0
+	segs[last].Done = cLast
+	return map[int]protocol.Session{0: second, last: r.kept}, nil
+}
+
+// writeSpan opens a writer with open, sends src's bytes [off, off+n) and
+// closes it; nil means the server confirmed them.
+func writeSpan(ctx context.Context, open func() (protocol.Writer, error), src io.ReaderAt, off, n int64) error {
+	w, err := open()
+	if err != nil {
+		return err
+	}
+	return fillSpan(w, src, off, n)
+}
+
+// fillSpan sends src's bytes [off, off+n) to w and closes it.
+func fillSpan(w protocol.Writer, src io.ReaderAt, off, n int64) error {
+	var localErr error
+	_, copyErr := io.Copy(w, &localReader{r: io.NewSectionReader(src, off, n), err: &localErr})
+	closeErr := w.Close()
+	if localErr != nil {
+		return localErr
+	}
+	return serverVerdict(copyErr, closeErr)
+}
+
+// landed reads back the sent bytes after off in path and returns how many
+// of them, counted from off, are known to hold the source's bytes (see the
+// comment at the top of this file). It reads the last landedWindow bytes
+// first and widens towards off until a matching non-zero byte proves how
+// far the server wrote.
+func landed(ctx context.Context, sess protocol.Session, path string, src io.ReaderAt, off, sent int64, a *attempt) (int64, error) {
+	info, err := sess.Stat(ctx, path)
+	if err != nil {
+		return 0, err
+	}
+	// Nothing past the remote's end landed.
+	sent = max(0, min(sent, info.Size-off))
+	w := min(sent, landedWindow)
+	for sent > 0 {
+		lo := off + sent - w
+		proof, firstBad, err := scanLanded(ctx, sess, path, src, lo, off+sent, a)
+		if err != nil {
+			return 0, err
+		}
+		if proof >= 0 || lo == off {
+			if firstBad < 0 {
+				return sent, nil
+			}
+			return firstBad - off, nil
+		}
+		w = min(sent, 2*w)
+	}
+	return 0, nil
+}
+
+// scanLanded compares the remote's bytes [lo, hi) with src's. proof is the
+// offset of the last byte that matches and is not zero (-1 if none);
+// firstBad the first offset after proof (or after lo, without proof) whose
+// byte differs or is missing (-1 if none).
+func scanLanded(ctx context.Context, sess protocol.Session, path string, src io.ReaderAt, lo, hi int64, a *attempt) (proof, firstBad int64, err error) {
+	proof, firstBad = -1, -1
+	rd, err := sess.OpenReader(ctx, path, lo)
+	if err != nil {
+		return 0, 0, err
+	}
+	// Closing before the end aborts the transfer; what the server says
+	// about that abort does not change what was read.
+	defer rd.Close()
+	const chunk = 256 << 10
+	rb, lb := make([]byte, chunk), make([]byte, chunk)
+	for off := lo; off < hi; {
+		k := int(min(hi-off, chunk))
+		got, rerr := io.ReadFull(rd, rb[:k])
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return 0, 0, rerr
+		}
+		if _, err := src.ReadAt(lb[:k], off); err != nil {
+			return 0, 0, &localError{op: "read", err: err}
+		}
+		a.dog.touch()
+		if got == k && bytes.Equal(rb[:k], lb[:k]) {
+			if j := lastNonZero(lb[:k]); j >= 0 {
+				proof, firstBad = off+int64(j), -1
+			}
+		} else {
+			for j := 0; j < k; j++ {
+				switch {
+				case j >= got || rb[j] != lb[j]:
+					if firstBad < 0 {
+						firstBad = off + int64(j)
+					}
+				case lb[j] != 0:
+					proof, firstBad = off+int64(j), -1
+				}
+			}
+		}
+		if got < k { // the remote ends here: nothing after it landed
+			if firstBad < 0 {
+				firstBad = off + int64(got)
+			}
+			return proof, firstBad, nil
+		}
+		off += int64(k)
+	}
+	return proof, firstBad, nil
+}
+
+// lastNonZero returns the index of p's last non-zero byte, or -1.
+func lastNonZero(p []byte) int {
+	for j := len(p) - 1; j >= 0; j-- {
+		if p[j] != 0 {
+			return j
+		}
+	}
+	return -1
+}
