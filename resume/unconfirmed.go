@@ -118,7 +118,9 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 		// cancelled early only if the server keeps it waiting.
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
-		wait := probeWaitBase + probeWaitRTTs*rtt
+		// Well inside the stall timeout, which would take the wait for a
+		// failed attempt and retry it.
+		wait := min(probeWaitBase+probeWaitRTTs*rtt, cfg.stallTimeout()/2)
 		timer := time.AfterFunc(wait, cancel)
 		w0, err := rw2.OpenRangeWriter(wctx, st.Path, seed)
 		if !timer.Stop() {
