@@ -186,7 +186,7 @@ func TestSegmentedUnconfirmedUploadReadsBack(t *testing.T) {
 		t.Fatalf("not segmented, or the cuts missed: %+v", res)
 	}
 	// Each cut loses what was in flight, and no more than that plus a
-	// window (the 4 MiB read-back never re-sends what it proved landed).
+	// window (the read-back never re-sends what it proved landed).
 	if res.ResentBytes > 3*(inFlight+32<<10) {
 		t.Errorf("re-sent %d bytes for 3 cuts of %d in flight", res.ResentBytes, inFlight)
 	}

@@ -49,7 +49,7 @@ const (
 	probeWaitRTTs = 8
 	// landedWindow is the first span read back after a failed range
 	// attempt; it doubles until it holds proof.
-	landedWindow = 4 << 20
+	landedWindow = 1 << 20
 )
 
 // errNoConcurrentWriters reports a server that let a second writer wait
