@@ -34,6 +34,9 @@
 #   BENCH_CUT_COUNT      cuts per run                  default (size-1)/BENCH_CUT_EVERY
 #   BENCH_STALL_TIMEOUT  haul --stall-timeout in cuts mode          default 10s
 #   BENCH_PROXY_HOSTS    loopback addresses to try for the proxy    default 127.0.0.9 .8 .7
+#   BENCH_PROXY_RCVBUF   SO_RCVBUF of the proxy's sockets (shaper -rcvbuf), bytes or
+#                        K/M suffix, like a middlebox with a small queue; default unset
+#                        = kernel autotuning
 #   BENCH_RUN_TIMEOUT    seconds per transfer before it is killed  default 60 + size/5MB
 #   BENCH_CLEAN    1: also delete the cached source file at the end   default 0 (rss: 1)
 #   BENCH_RESULTS  where the table goes (one mode only)  default bench/results/<latest|shaped|cuts|rss>.txt
@@ -61,6 +64,7 @@ BENCH_CUT_EVERY=${BENCH_CUT_EVERY:-128M}
 BENCH_CUT_KIND=${BENCH_CUT_KIND:-alternate}
 BENCH_STALL_TIMEOUT=${BENCH_STALL_TIMEOUT:-10s}
 BENCH_PROXY_HOSTS=${BENCH_PROXY_HOSTS:-127.0.0.9 127.0.0.8 127.0.0.7}
+BENCH_PROXY_RCVBUF=${BENCH_PROXY_RCVBUF:-}
 HAUL_TESTBED_ENV=${HAUL_TESTBED_ENV:-/tmp/haul-testbed/env}
 BENCH_CLEAN_ALL=0 # set at exit from BENCH_CLEAN
 GO=${GO:-go}
@@ -318,11 +322,12 @@ SHAPER_PID=
 # BENCH_PROXY_HOSTS (it mirrors the test bed's ports, so another engineer's
 # proxy may hold an address) and wait until it listens. Sets PROXY_HOST.
 shaper_start() {
-  local h i
+  local h i rcv=()
+  [[ -n $BENCH_PROXY_RCVBUF ]] && rcv=(-rcvbuf "$BENCH_PROXY_RCVBUF")
   for h in ${PROXY_HOST:-} $BENCH_PROXY_HOSTS; do
     rm -f "$BENCH_DIR/shaper.out" "$BENCH_DIR/shaper.err"
     "$SHAPER" -listen "$h" -target "$HOST" -ports "$PROXY_PORTS" \
-      -timeout "$(( RUN_TIMEOUT + 60 ))s" "$@" >"$BENCH_DIR/shaper.out" 2>"$BENCH_DIR/shaper.err" &
+      -timeout "$(( RUN_TIMEOUT + 60 ))s" "${rcv[@]}" "$@" >"$BENCH_DIR/shaper.out" 2>"$BENCH_DIR/shaper.err" &
     SHAPER_PID=$!
     for (( i = 0; i < 100; i++ )); do
       if grep -q '^shaper: ready' "$BENCH_DIR/shaper.err" 2>/dev/null; then
@@ -424,11 +429,16 @@ one_run() {
   if (( proxied )); then
     shaper_stop
     cat "$BENCH_DIR/shaper.out" >>"$RUNLOG"
-    local pup pdown cuts
+    local pup pdown cuts dup ddown
     pup=$(json_field upstream_bytes "$BENCH_DIR/shaper.out")
     pdown=$(json_field downstream_bytes "$BENCH_DIR/shaper.out")
     cuts=$(json_field cuts "$BENCH_DIR/shaper.out")
-    extra+=("proxy_up=${pup:-0}" "proxy_down=${pdown:-0}" "cuts=${cuts:-0}")
+    # What the cuts dropped inside the proxy (its kernel receive queue,
+    # its buffers): the proxy's share of the bytes re-sent after a cut.
+    dup=$(json_field dropped_upstream_bytes "$BENCH_DIR/shaper.out")
+    ddown=$(json_field dropped_downstream_bytes "$BENCH_DIR/shaper.out")
+    extra+=("proxy_up=${pup:-0}" "proxy_down=${pdown:-0}" "cuts=${cuts:-0}"
+      "proxy_drop_up=${dup:-0}" "proxy_drop_down=${ddown:-0}")
   fi
   local secs; secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.6f", b-a}')
   if (( rc == 124 || rc == 137 )); then
@@ -584,6 +594,9 @@ run_mode() {
     shaped) hextra="  shaper -rate $BENCH_SHAPE_RATE -latency $BENCH_SHAPE_LATENCY (per connection)" ;;
     cuts) hextra="  cut every $CUT_EVERY ($BENCH_CUT_KIND, at most $CUT_COUNT per run)  haul --stall-timeout $BENCH_STALL_TIMEOUT" ;;
   esac
+  if [[ $MODE == shaped || $MODE == cuts ]]; then
+    hextra+="  proxy SO_RCVBUF ${BENCH_PROXY_RCVBUF:-autotuned}"
+  fi
   header=$(printf 'haul bench %s  mode %s  rev %s  target %s  size %s bytes  runs %s  pairing %s  cores %s  load(1/5/15 min) %s -> %s  wall %ss%s' \
     "$(date -u +%Y-%m-%dT%H:%MZ)" "$MODE" "$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" \
     "$TARGET" "$SIZE" "$RUNS" "$BENCH_PAIRING" "$(nproc)" "$load0" "$(cut -d' ' -f1-3 /proc/loadavg | tr ' ' /)" \
@@ -605,6 +618,7 @@ main() {
   [[ $BENCH_PAIRING == strict || $BENCH_PAIRING == grouped ]] || die "BENCH_PAIRING must be strict or grouped"
   [[ $BENCH_VERIFY == first || $BENCH_VERIFY == all || $BENCH_VERIFY == size ]] || die "BENCH_VERIFY must be first, all or size"
   case $BENCH_CUT_KIND in close|reset|alternate) ;; *) die "BENCH_CUT_KIND must be close, reset or alternate" ;; esac
+  [[ -z $BENCH_PROXY_RCVBUF ]] || parse_size "$BENCH_PROXY_RCVBUF" >/dev/null
   command -v python3 >/dev/null || die "python3 is needed for the statistics"
   local modes=() m
   [[ $BENCH_SHAPED == 1 ]] && modes+=(shaped)

@@ -18,7 +18,9 @@ faster). Failed runs show as "x" and are left out of every statistic.
 --cuts: per op, the wall time of a clean haul run (straight to the server),
 one through the proxy without faults, and one through the proxy with cuts;
 the median over rounds of cut/clean and cut/proxy time; cuts fired, bytes
-re-sent per cut and the reconnect waits (backoff) haul logged.
+re-sent per cut, how much of that the proxy itself had held and dropped
+(proxy_drop_up/proxy_drop_down from the shaper) and the rest (haul's own
+share), and the reconnect waits (backoff) haul logged.
 --rss: per op and client, peak RSS and MB/s of every round.
 """
 
@@ -178,6 +180,16 @@ def cuts(runs, size, header):
         ncuts = [r["extra"].get("cuts") for r in cut_runs]
         per_cut = [r["extra"].get("resent_bytes", 0) / r["extra"]["cuts"] / 1024
                    for r in cut_runs if r["extra"].get("cuts")]
+        # The proxy's share of the re-sent bytes: what the cuts dropped
+        # inside it in the transfer's direction (client to server for a
+        # put, server to client for a get). The rest was held by haul's
+        # side (its socket buffers) or lost in the kernel between them.
+        drop_key = "proxy_drop_up" if op.endswith("-put") else "proxy_drop_down"
+        proxy_held = [r["extra"].get(drop_key, 0) / r["extra"]["cuts"] / 1024
+                      for r in cut_runs if r["extra"].get("cuts")]
+        haul_held = [max(0.0, r["extra"].get("resent_bytes", 0) / r["extra"]["cuts"] / 1024
+                         - r["extra"].get(drop_key, 0) / r["extra"]["cuts"] / 1024)
+                     for r in cut_runs if r["extra"].get("cuts")]
         backoff = [r["extra"].get("backoff_ms", 0) / 1000 for r in cut_runs]
         attempts = [r["extra"].get("attempts") for r in cut_runs]
         rows.append((
@@ -187,17 +199,23 @@ def cuts(runs, size, header):
             med([secs("haul-cut", k) for k in rounds], "{:.1f}"),
             med(r_clean), med(r_proxy), med(ncuts, "{:.0f}"), med(attempts, "{:.0f}"),
             med(per_cut, "{:.0f}"), f"{max(per_cut):.0f}" if per_cut else "-",
+            med(proxy_held, "{:.0f}"), med(haul_held, "{:.0f}"),
             med(backoff, "{:.1f}"), med(r_nowait),
         ))
     head = ("op", "clean s/round", "proxy s/round", "cut s/round", "clean", "proxy", "cut",
             "cut/clean", "cut/proxy", "cuts", "attempts", "resent KiB/cut", "max",
-            "backoff s", "(cut-backoff)/clean")
+            "proxy-held KiB/cut", "haul-held KiB/cut", "backoff s", "(cut-backoff)/clean")
     print(header)
     print("s = wall-clock seconds, process start to exit (medians over rounds). clean = haul straight to "
           "the server; proxy = through bench/shaper, no faults; cut = through it with the cuts. "
           "cut/clean, cut/proxy = median over rounds of the time ratio (target cut/clean <= 1.2). "
-          "resent KiB/cut = haul's resent_bytes / cuts fired (target <= 1024). backoff s = the "
-          "reconnect waits haul logged (-v) in a cut run.")
+          "resent KiB/cut = haul's resent_bytes / cuts fired (target <= 1024), max = its worst round. "
+          "proxy-held KiB/cut = bytes the cuts dropped inside bench/shaper in the transfer's direction "
+          "(its kernel receive queue, its buffers, unsent bytes of a reset socket), per cut: a harness "
+          "artifact a direct path would not have, reported, not subtracted. haul-held KiB/cut = resent "
+          "- proxy-held (floor 0): what haul's own side (its socket send buffer) lost, the share the "
+          "1024 target is meant for. All three are medians over rounds. backoff s = the reconnect "
+          "waits haul logged (-v) in a cut run.")
     print()
     table(head, rows, set(range(4, len(head))))
     notes = failures(runs)

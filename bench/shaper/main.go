@@ -4,14 +4,15 @@
 // every N bytes.
 //
 //	shaper -listen 127.0.0.2 -target 127.0.0.1 -ports 2121,30000-30019,2222 \
-//	       -rate 12M -latency 10ms [-cut-every 128M -cut-dir down -cut-ports 30000-30019]
+//	       -rate 12M -latency 10ms [-cut-every 128M -cut-dir down -cut-ports 30000-30019] [-rcvbuf 64K]
 //
 // It listens on the same port numbers on -listen as it forwards to on
 // -target, prints "shaper: ready ..." on stderr once every port listens, and
 // runs until SIGTERM or SIGINT (or -timeout, or its parent process exits).
 // On exit it prints one JSON object with its counters on stdout (bytes per
-// direction, connections, cuts fired); SIGUSR1 prints the same object at
-// any time without stopping. Sizes take the binary suffixes K, M and G.
+// direction, connections, cuts fired, and the bytes per direction the cuts
+// dropped inside the proxy: see faultproxy.Stats.DroppedUpstream); SIGUSR1
+// prints the same object at any time without stopping. Sizes take the binary suffixes K, M and G.
 // Only 127.0.0.0/8 addresses are accepted.
 package main
 
@@ -52,6 +53,7 @@ type options struct {
 	cutCount       int
 	timeout        time.Duration
 	orphanExit     bool
+	rcvbuf         int64
 }
 
 // report is what the shaper prints on SIGUSR1 and on exit.
@@ -68,8 +70,15 @@ type report struct {
 	CutKind         string  `json:"cut_kind,omitempty"`
 	CutDir          string  `json:"cut_dir,omitempty"`
 	Cuts            int     `json:"cuts"`
-	UptimeMS        int64   `json:"uptime_ms"`
-	Reason          string  `json:"reason,omitempty"`
+	// DroppedUp and DroppedDown are the bytes, client to server and
+	// server to client, that the cuts discarded inside the proxy (its
+	// kernel receive queues, its buffers, unsent bytes of a reset socket):
+	// a sender resuming at the receiver's size sends them again.
+	DroppedUp   int64  `json:"dropped_upstream_bytes"`
+	DroppedDown int64  `json:"dropped_downstream_bytes"`
+	RcvBuf      int64  `json:"rcvbuf,omitempty"`
+	UptimeMS    int64  `json:"uptime_ms"`
+	Reason      string `json:"reason,omitempty"`
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -88,6 +97,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	p.SetRate(int(min(o.rate, math.MaxInt32)))
 	p.SetLatency(o.latency)
+	p.SetReadBuffer(int(min(o.rcvbuf, math.MaxInt32)))
 	began := time.Now()
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -98,8 +108,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		wg.Add(1)
 		go func() { defer wg.Done(); c.run(ctx) }()
 	}
-	fmt.Fprintf(stderr, "shaper: ready listen=%s target=%s ports=%d rate=%d latency=%s cut-every=%d cut-kind=%s\n",
-		o.listen, o.target, len(o.ports), o.rate, o.latency, o.cutEvery, o.cutKind)
+	fmt.Fprintf(stderr, "shaper: ready listen=%s target=%s ports=%d rate=%d latency=%s cut-every=%d cut-kind=%s rcvbuf=%d\n",
+		o.listen, o.target, len(o.ports), o.rate, o.latency, o.cutEvery, o.cutKind, o.rcvbuf)
 
 	snapshot := func(reason string) report {
 		s := p.Stats()
@@ -109,6 +119,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			Accepted:  s.Accepted, Live: s.Live,
 			UpstreamBytes: s.Upstream, DownstreamBytes: s.Downstream,
 			CutEvery: o.cutEvery, Cuts: c.count(),
+			DroppedUp: s.DroppedUpstream, DroppedDown: s.DroppedDownstream, RcvBuf: o.rcvbuf,
 			UptimeMS: time.Since(began).Milliseconds(), Reason: reason,
 		}
 		if o.cutEvery > 0 {
@@ -164,8 +175,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "shaper: close: %v\n", err)
 	}
 	emit(final)
-	fmt.Fprintf(stderr, "shaper: stopped (%s): accepted=%d up=%d down=%d cuts=%d\n",
-		reason, final.Accepted, final.UpstreamBytes, final.DownstreamBytes, final.Cuts)
+	fmt.Fprintf(stderr, "shaper: stopped (%s): accepted=%d up=%d down=%d cuts=%d dropped-up=%d dropped-down=%d\n",
+		reason, final.Accepted, final.UpstreamBytes, final.DownstreamBytes, final.Cuts, final.DroppedUp, final.DroppedDown)
 	return 0
 }
 
@@ -173,7 +184,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs := flag.NewFlagSet("shaper", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	var ports, rate, cutEvery, cutDir, cutPorts string
+	var ports, rate, cutEvery, cutDir, cutPorts, rcvbuf string
 	fs.StringVar(&o.listen, "listen", "127.0.0.2", "loopback address to listen on (same port numbers as the target)")
 	fs.StringVar(&o.target, "target", "127.0.0.1", "loopback address of the servers")
 	fs.StringVar(&ports, "ports", "2121,30000-30019,2222", "ports to proxy: comma separated, ranges lo-hi")
@@ -184,6 +195,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&cutPorts, "cut-ports", "30000-30019", "ports whose bytes count for cuts (empty: all proxied ports)")
 	fs.StringVar(&o.cutKind, "cut-kind", "alternate", "what a cut does: close (FIN), reset (RST) or alternate (close, reset, close, ...)")
 	fs.IntVar(&o.cutCount, "cut-count", 0, "stop cutting after this many cuts; 0 = no limit")
+	fs.StringVar(&rcvbuf, "rcvbuf", "0", "SO_RCVBUF of both sockets of each proxied connection, bytes (K, M: powers of 1024), like a middlebox with a small queue; 0 = kernel default (autotuned)")
 	fs.DurationVar(&o.timeout, "timeout", 0, "exit after this long; 0 = no limit")
 	fs.BoolVar(&o.orphanExit, "orphan-exit", true, "exit when the parent process exits")
 	if err := fs.Parse(args); err != nil {
@@ -210,6 +222,12 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.cutEvery, err = parseSize(cutEvery); err != nil {
 		return o, fmt.Errorf("-cut-every: %w", err)
+	}
+	if o.rcvbuf, err = parseSize(rcvbuf); err != nil {
+		return o, fmt.Errorf("-rcvbuf: %w", err)
+	}
+	if o.rcvbuf > math.MaxInt32 {
+		return o, fmt.Errorf("-rcvbuf %s: too large", rcvbuf)
 	}
 	switch cutDir {
 	case "down", "downstream":

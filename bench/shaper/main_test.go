@@ -39,11 +39,11 @@ func TestParseSize(t *testing.T) {
 
 func TestParseFlags(t *testing.T) {
 	o, err := parse([]string{"-listen", "127.0.0.9", "-ports", "2121,30000-30019", "-rate", "12M",
-		"-latency", "10ms", "-cut-every", "128M", "-cut-dir", "up", "-cut-ports", "30000-30019"}, io.Discard)
+		"-latency", "10ms", "-cut-every", "128M", "-cut-dir", "up", "-cut-ports", "30000-30019", "-rcvbuf", "64K"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o.rate != 12<<20 || o.cutEvery != 128<<20 || o.cutDir != faultproxy.Upstream || len(o.cutPorts) != 20 || len(o.ports) != 21 {
+	if o.rate != 12<<20 || o.cutEvery != 128<<20 || o.cutDir != faultproxy.Upstream || len(o.cutPorts) != 20 || len(o.ports) != 21 || o.rcvbuf != 64<<10 {
 		t.Fatalf("parse: %+v", o)
 	}
 	for _, args := range [][]string{
@@ -51,6 +51,7 @@ func TestParseFlags(t *testing.T) {
 		{"-listen", "127.0.0.1"},
 		{"-cut-dir", "sideways"},
 		{"-cut-kind", "melt"},
+		{"-rcvbuf", "4G"},
 		{"-ports", "2121", "-cut-ports", "30000"},
 		{"extra"},
 	} {

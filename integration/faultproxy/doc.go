@@ -17,8 +17,11 @@
 // ways), Reset (RST both ways) and Blackhole (forward nothing more in either
 // direction and keep both sockets open, like a NAT that forgot the flow,
 // until Release or Close). SetRate throttles and SetLatency delays every
-// connection; Tap records the bytes of one port and direction, typically the
-// FTP control stream.
+// connection, SetReadBuffer gives its sockets a small receive queue; Tap
+// records the bytes of one port and direction, typically the FTP control
+// stream. Stats counts the bytes forwarded and the bytes a Close or Reset
+// dropped inside the proxy (received from a peer, never passed on), which a
+// resuming sender has to send again.
 //
 // # Why not Toxiproxy
 //

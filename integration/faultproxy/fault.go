@@ -15,7 +15,10 @@ const (
 	// has acknowledged every byte already forwarded to it, then shuts down
 	// both sockets: each peer sees an orderly end of stream (FIN). A peer
 	// that still sends afterwards may get a reset from its kernel, as with
-	// any closed socket.
+	// any closed socket; so does a peer whose bytes the proxy's kernel had
+	// received but the proxy had not read yet (Linux resets a socket closed
+	// with unread data). Stats.DroppedUpstream and DroppedDownstream count
+	// such bytes.
 	Close Kind = iota + 1
 	// Reset forwards the triggering byte, waits (bounded) until the peer
 	// has acknowledged every byte already forwarded to it, then aborts both

@@ -10,7 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"golang.org/x/time/rate"
 )
 
@@ -42,6 +41,26 @@ type link struct {
 	once           sync.Once
 	holed          atomic.Bool
 	writers        atomic.Int32 // writers still running normally
+	cut            atomic.Bool  // torn down by a Close or Reset fault
+	up, down       side
+}
+
+// side is the accounting of one direction of a link.
+type side struct {
+	// mu is held by the reader around each Read and the accounting of its
+	// bytes, so that a cut can wait for a Read in progress to finish.
+	mu sync.Mutex
+	// held is the bytes read from the source socket and not (yet) written
+	// to the onward socket: in the reader's hands, in the channel, in the
+	// writer's current chunk.
+	held atomic.Int64
+}
+
+func (l *link) side(d Dir) *side {
+	if d == Upstream {
+		return &l.up
+	}
+	return &l.down
 }
 
 type chunk struct {
@@ -56,23 +75,37 @@ func newLink(p *Proxy, port int, client, server *net.TCPConn) *link {
 	return &link{p: p, port: port, client: client, server: server, ctx: ctx, cancel: cancel}
 }
 
-// run forwards both directions and returns when the link is torn down.
+// run forwards both directions and returns when the link is torn down and
+// all its goroutines have ended.
 func (l *link) run() {
 	up := make(chan chunk, inFlight)
 	down := make(chan chunk, inFlight)
 	l.writers.Store(2)
-	l.p.wg.Add(3)
-	go func() { defer l.p.wg.Done(); l.read(l.client, up) }()
-	go func() { defer l.p.wg.Done(); l.read(l.server, down) }()
-	go func() { defer l.p.wg.Done(); l.write(Upstream, l.server, up) }()
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); l.read(Upstream, l.client, up) }()
+	go func() { defer wg.Done(); l.read(Downstream, l.server, down) }()
+	go func() { defer wg.Done(); l.write(Upstream, l.server, up) }()
 	l.write(Downstream, l.client, down)
+	wg.Wait()
+	if l.cut.Load() {
+		// Every byte still held was read and never written: the cut
+		// dropped it.
+		l.p.dropped(l.port, Upstream, l.up.held.Load())
+		l.p.dropped(l.port, Downstream, l.down.held.Load())
+	}
+	l.p.unregister(l)
 }
 
-func (l *link) read(src *net.TCPConn, ch chan<- chunk) {
+func (l *link) read(dir Dir, src *net.TCPConn, ch chan<- chunk) {
 	defer close(ch)
+	s := l.side(dir)
 	for {
 		b := bufPool.Get().(*[]byte)
+		s.mu.Lock()
 		n, err := src.Read(*b)
+		s.held.Add(int64(n))
+		s.mu.Unlock()
 		at := time.Now()
 		if n == 0 {
 			bufPool.Put(b)
@@ -177,7 +210,7 @@ func (l *link) forward(dir Dir, dst *net.TCPConn, b []byte, th *throttle) error 
 		switch kind {
 		case Close, Reset:
 			l.drain(dst)
-			l.teardown(kind == Reset)
+			l.cutDown(kind == Reset)
 			return errStopped
 		case Blackhole:
 			l.holed.Store(true)
@@ -201,6 +234,7 @@ func (l *link) put(dir Dir, dst *net.TCPConn, b []byte, th *throttle) error {
 		}
 		l.p.tap(l.port, dir, b[:n]) // before the write: a reply cannot overtake it
 		w, err := dst.Write(b[:n])
+		l.side(dir).held.Add(-int64(w))
 		l.p.forwarded(l.port, dir, int64(w))
 		if err != nil {
 			return err
@@ -212,21 +246,15 @@ func (l *link) put(dir Dir, dst *net.TCPConn, b []byte, th *throttle) error {
 
 // drain waits, bounded by drainTimeout, until the peer on c has
 // acknowledged every byte written to c, so that a following close or reset
-// cannot discard forwarded bytes.
+// cannot discard forwarded bytes. Where the send queue cannot be read (not
+// Linux) it returns at once.
 func (l *link) drain(c *net.TCPConn) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return
-	}
 	deadline := time.Now().Add(drainTimeout)
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
-		pending, ioErr := 0, error(nil)
-		ctlErr := rc.Control(func(fd uintptr) {
-			pending, ioErr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ)
-		})
-		if ctlErr != nil || ioErr != nil || pending == 0 {
+		_, pending, _, ok := queues(c)
+		if !ok || pending == 0 {
 			return
 		}
 		select {
@@ -238,9 +266,19 @@ func (l *link) drain(c *net.TCPConn) {
 }
 
 // teardown closes both sockets once: with RST when reset, else FIN.
-func (l *link) teardown(reset bool) {
+func (l *link) teardown(reset bool) { l.stop(reset, false) }
+
+// cutDown is teardown for a Close or Reset fault: it also counts the bytes
+// the proxy drops (see Stats.DroppedUpstream).
+func (l *link) cutDown(reset bool) { l.stop(reset, true) }
+
+func (l *link) stop(reset, cut bool) {
 	l.once.Do(func() {
 		l.cancel()
+		if cut {
+			l.cut.Store(true)
+			l.measure(reset)
+		}
 		for _, c := range []*net.TCPConn{l.client, l.server} {
 			if reset {
 				_ = c.SetLinger(0)
@@ -249,8 +287,47 @@ func (l *link) teardown(reset bool) {
 			}
 			_ = c.Close()
 		}
-		l.p.unregister(l)
 	})
+}
+
+// measure counts, per direction, the bytes in the kernel queues that the
+// teardown about to follow discards: the unread receive queue of the socket
+// the direction reads from, and the bytes not sent yet from the send queue
+// of the socket it writes to when that one is reset (by SO_LINGER 0, or by
+// Linux because unread data remains when it is closed). Bytes sent but not
+// acknowledged are not counted: they reach the peer before the RST does
+// (on loopback always; the peer may just be delaying its ACK), and a reset
+// socket can still read what it received. It first stops both readers, so
+// that no byte moves from a receive queue into a user buffer after being
+// counted there (user buffers are counted when the link's goroutines have
+// ended, in run). Bytes that arrive between this and the close are not
+// counted: best effort.
+func (l *link) measure(reset bool) {
+	// A read deadline in the past wakes a blocked Read and makes later
+	// ones fail without reading; the readers' locks wait for a Read that
+	// already got bytes to account them in held.
+	past := time.Unix(1, 0)
+	_ = l.client.SetReadDeadline(past)
+	_ = l.server.SetReadDeadline(past)
+	l.up.mu.Lock()
+	l.down.mu.Lock()
+	cIn, _, cOut, cOK := queues(l.client)
+	sIn, _, sOut, sOK := queues(l.server)
+	l.down.mu.Unlock()
+	l.up.mu.Unlock()
+	var up, down int64
+	if cOK && sOK {
+		up, down = cIn, sIn
+		// Closing a socket with unread data resets it, like SO_LINGER 0.
+		if reset || sIn > 0 {
+			up += sOut
+		}
+		if reset || cIn > 0 {
+			down += cOut
+		}
+	}
+	l.p.dropped(l.port, Upstream, up)
+	l.p.dropped(l.port, Downstream, down)
 }
 
 func isReset(err error) bool {

@@ -30,6 +30,7 @@ type Proxy struct {
 	stats        map[int]*portStats // read-only after New
 	rate         atomic.Int64       // bytes per second, 0 = unlimited
 	latency      atomic.Int64       // time.Duration
+	rcvbuf       atomic.Int64       // SO_RCVBUF of new connections' sockets, 0 = kernel default
 	logger       atomic.Pointer[slog.Logger]
 
 	mu     sync.Mutex
@@ -41,6 +42,7 @@ type Proxy struct {
 
 type portStats struct {
 	accepted, up, down atomic.Int64
+	dropUp, dropDown   atomic.Int64
 }
 
 type tapKey struct {
@@ -58,6 +60,24 @@ type Stats struct {
 	// Upstream and Downstream are the bytes forwarded client to server and
 	// server to client.
 	Upstream, Downstream int64
+	// DroppedUpstream and DroppedDownstream are the bytes, client to server
+	// and server to client, that Close and Reset faults discarded inside
+	// the proxy when they tore connections down: bytes its kernel had
+	// received and acknowledged to the sender but the proxy had not read
+	// yet (the receive queue of the socket it reads from), bytes it had
+	// read but not yet written onward (its user buffers: at most 8 chunks
+	// of 32 KiB in flight, plus the one being read and the rest of the one
+	// being written), and, when the onward socket is reset (Reset, or a
+	// Close of a socket with unread data, which Linux turns into a reset),
+	// bytes written to it that its kernel had not sent yet (the unsent part
+	// of its send queue; bytes sent and not yet acknowledged reach the peer
+	// before the RST). A sender that resumes from what the receiver has must send
+	// these again: they are the proxy's share of the loss of a cut, not
+	// the sender's. The kernel queues are read on Linux only (SIOCINQ,
+	// SIOCOUTQNSD); bytes that reach the proxy's kernel in the moment between
+	// that reading and the close are not counted. Connections closed any
+	// other way (by a peer, Release, Close) are not counted.
+	DroppedUpstream, DroppedDownstream int64
 }
 
 // New listens on listenHost:port for each of ports and forwards every
@@ -147,6 +167,15 @@ func (p *Proxy) SetRate(bytesPerSec int) { p.rate.Store(int64(max(bytesPerSec, 0
 // connection's throughput at about 256 KiB per d. 0 turns it off.
 func (p *Proxy) SetLatency(d time.Duration) { p.latency.Store(int64(max(d, 0))) }
 
+// SetReadBuffer sets the kernel receive buffer (SO_RCVBUF) of both sockets
+// of every connection accepted from now on to n bytes, as a middlebox with a
+// small queue would have; Linux doubles the value for its bookkeeping and
+// turns off receive buffer autotuning for the socket. A smaller buffer
+// holds fewer bytes that a cut drops (see Stats.DroppedUpstream) and caps a
+// connection's throughput at about one buffer per round trip. 0 or less
+// restores the kernel's default (autotuned).
+func (p *Proxy) SetReadBuffer(n int) { p.rcvbuf.Store(int64(max(n, 0))) }
+
 // Inject arms a fault and returns its handle. The byte count starts at zero
 // now. When several faults fire on the same byte, the first injected one
 // decides what happens to the connection; all of them count the firing.
@@ -213,6 +242,8 @@ func (p *Proxy) Stats(ports ...int) Stats {
 			s.Accepted += ps.accepted.Load()
 			s.Upstream += ps.up.Load()
 			s.Downstream += ps.down.Load()
+			s.DroppedUpstream += ps.dropUp.Load()
+			s.DroppedDownstream += ps.dropDown.Load()
 		}
 	}
 	p.mu.Lock()
@@ -314,7 +345,15 @@ func (p *Proxy) handle(client *net.TCPConn, port int) {
 		_ = client.Close()
 		return
 	}
-	l := newLink(p, port, client, c.(*net.TCPConn))
+	server := c.(*net.TCPConn)
+	if n := p.rcvbuf.Load(); n > 0 {
+		for _, s := range []*net.TCPConn{client, server} {
+			if err := s.SetReadBuffer(int(n)); err != nil {
+				p.log().Warn("faultproxy: set SO_RCVBUF", "port", port, "bytes", n, "err", err)
+			}
+		}
+	}
+	l := newLink(p, port, client, server)
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -364,6 +403,18 @@ func (p *Proxy) forwarded(port int, dir Dir, n int64) {
 		p.stats[port].up.Add(n)
 	} else {
 		p.stats[port].down.Add(n)
+	}
+}
+
+// dropped accounts n bytes a cut discarded in dir on port.
+func (p *Proxy) dropped(port int, dir Dir, n int64) {
+	if n <= 0 {
+		return
+	}
+	if dir == Upstream {
+		p.stats[port].dropUp.Add(n)
+	} else {
+		p.stats[port].dropDown.Add(n)
 	}
 }
 
