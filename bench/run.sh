@@ -17,7 +17,7 @@
 #   BENCH_DIR      work dir (cached source file, downloads, haul)      default /tmp/haul-bench
 #   BENCH_ONLY     ops to run, space or comma separated, from:
 #                  ftp-get ftp-put ftps-get ftps-put sftp-get sftp-put
-#                  default: all / ftp-get sftp-get / ftp-get ftp-put / ftp-get ftp-put sftp-get sftp-put
+#                  default: all / ftp-get ftp-put sftp-get / ftp-get ftp-put / ftp-get ftp-put sftp-get sftp-put
 #   BENCH_PAIRING  strict: haul runs again right before every peer run
 #                  (haul, curl, haul, lftp, ...); grouped: one haul run per
 #                  round shared by all peers of the op (fewer transfers)  default strict
@@ -100,7 +100,7 @@ json_field() { sed -n "s/.*\"$1\":\([0-9-]*\).*/\1/p" "$2" | tail -1; }
 testbed_ready() {
   [[ -f $HAUL_TESTBED_ENV ]] || return 1
   local port
-  for port in "${VSFTPD_PORT:-2121}" "${VSFTPS_PORT:-2122}" "${SSHD_PORT:-2222}"; do
+  for port in "${VSFTPD_NOLOCK_PORT:-2126}" "${VSFTPS_PORT:-2122}" "${SSHD_PORT:-2222}"; do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || return 1
   done
 }
@@ -126,10 +126,14 @@ load_testbed() {
 # shellcheck disable=SC2153 # VSFTPD_ROOT etc. come from the test bed env file
 target_plain() {
   TARGET=loopback
-  FTP_HOST=$HOST   FTP_PORT=$VSFTPD_PORT  FTP_ROOT=$VSFTPD_ROOT
+  # FTP goes to the test bed's vsftpd without upload locks
+  # (lock_upload_files=NO), so that segmented uploads can run; a single
+  # stream sees the same vsftpd as on any other instance.
+  FTP_HOST=$HOST   FTP_PORT=$VSFTPD_NOLOCK_PORT  FTP_ROOT=$VSFTPD_NOLOCK_ROOT
+  FTP_PASV="$VSFTPD_NOLOCK_PASV_MIN-$VSFTPD_NOLOCK_PASV_MAX"
   FTPS_HOST=$HOST  FTPS_PORT=$VSFTPS_PORT FTPS_ROOT=$VSFTPS_ROOT
   SFTP_HOST=$HOST  SFTP_PORT=$SSHD_PORT   SFTP_ROOT=$SSHD_HOME
-  PROXY_PORTS="$VSFTPD_PORT,$VSFTPD_PASV_MIN-$VSFTPD_PASV_MAX,$SSHD_PORT"
+  PROXY_PORTS="$FTP_PORT,$FTP_PASV,$SSHD_PORT"
 }
 
 # The long link: every run of the shaped mode goes through bench/shaper with
@@ -149,7 +153,7 @@ mode_setup() {
   MODE=$1
   case $MODE in
     clean)  A_CLIENT=haul;      def_size=1G;   def_runs=5; def_ops=$ALL_OPS; def_results=latest ;;
-    shaped) A_CLIENT=haul-seg4; def_size=256M; def_runs=5; def_ops="ftp-get sftp-get"; def_results=shaped ;;
+    shaped) A_CLIENT=haul-seg4; def_size=256M; def_runs=5; def_ops="ftp-get ftp-put sftp-get"; def_results=shaped ;;
     cuts)   A_CLIENT=haul;      def_size=1G;   def_runs=5; def_ops="ftp-get ftp-put"; def_results=cuts ;;
     rss)    A_CLIENT=haul-seg1; def_size=4G;   def_runs=1; def_ops="ftp-get ftp-put sftp-get sftp-put"; def_results=rss ;;
   esac
@@ -236,7 +240,7 @@ proxy_args() {
       case $client in
         haul-proxy) echo "" ;;
         haul-cut)
-          local dir=down cports="$VSFTPD_PASV_MIN-$VSFTPD_PASV_MAX"
+          local dir=down cports=$FTP_PASV
           [[ $(dir_of "$op") == put ]] && dir=up
           [[ $(proto_of "$op") == sftp ]] && cports=$SSHD_PORT
           echo "-cut-every $CUT_EVERY -cut-dir $dir -cut-ports $cports -cut-kind $BENCH_CUT_KIND -cut-count $CUT_COUNT" ;;

@@ -77,6 +77,20 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 	seed := min(probeChunk, segs[0].End)
 	c0 := min(probeChunk, segs[0].End-seed)
 	cLast := min(probeChunk, segs[last].End-segs[last].Start)
+	// Log in the other ranges' sessions while the probe runs, rather than
+	// after it: a login costs round trips, and vsftpd adds its own delay.
+	type dialed struct {
+		sess protocol.Session
+		err  error
+	}
+	pre := make(chan dialed, last)
+	for range last {
+		go func() {
+			sess, err := dial(ctx)
+			pre <- dialed{sess, err}
+		}()
+	}
+	received := 0
 	r := newRunner("upload", st.Path, dial, cfg)
 	r.pending = first
 	_, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
@@ -107,8 +121,17 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 			return fail(err)
 		}
 		a.dog.touch()
-		if second, err = dial(ctx); err != nil {
-			return fail(err)
+		if second == nil {
+			var d dialed
+			select {
+			case d = <-pre:
+				received++
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if second, err = d.sess, d.err; err != nil {
+				return fail(err)
+			}
 		}
 		rw2, ok := second.(protocol.RangeWriter)
 		if !ok {
@@ -150,16 +173,28 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 		a.keep = true
 		return nil
 	})
+	var others []protocol.Session
+	for ; received < last; received++ {
+		if d := <-pre; d.err == nil {
+			others = append(others, d.sess)
+		}
+	}
 	if err != nil {
-		if second != nil {
-			second.Close()
+		for _, sess := range append(others, second) {
+			if sess != nil {
+				sess.Close()
+			}
 		}
 		r.dropPending()
 		return nil, err
 	}
 	segs[0].Done = seed + c0
 	segs[last].Done = cLast
-	return map[int]protocol.Session{0: second, last: r.kept}, nil
+	ready := map[int]protocol.Session{0: second, last: r.kept}
+	for i, sess := range others {
+		ready[1+i] = sess // ranges 1 .. last-1; a failed login leaves one to dial itself
+	}
+	return ready, nil
 }
 
 // writeSpan opens a writer with open, sends src's bytes [off, off+n) and

@@ -3,8 +3,8 @@
 // long link (per-connection rate cap and one-way latency) and/or a cut
 // every N bytes.
 //
-//	shaper -listen 127.0.0.2 -target 127.0.0.1 -ports 2121,30000-30019,2222 \
-//	       -rate 12M -latency 10ms [-cut-every 128M -cut-dir down -cut-ports 30000-30019] [-rcvbuf 64K]
+//	shaper -listen 127.0.0.2 -target 127.0.0.1 -ports 2126,30100-30119,2222 \
+//	       -rate 12M -latency 10ms [-cut-every 128M -cut-dir down -cut-ports 30100-30119] [-rcvbuf 64K]
 //
 // It listens on the same port numbers on -listen as it forwards to on
 // -target, prints "shaper: ready ..." on stderr once every port listens, and
@@ -192,7 +192,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.latency, "latency", 0, "one-way delay of every chunk (a round trip gains twice this); 0 = none")
 	fs.StringVar(&cutEvery, "cut-every", "0", "cut a connection after every this many bytes in -cut-dir, summed over -cut-ports; 0 = never")
 	fs.StringVar(&cutDir, "cut-dir", "down", "direction whose bytes count for cuts: down (server to client) or up")
-	fs.StringVar(&cutPorts, "cut-ports", "30000-30019", "ports whose bytes count for cuts (empty: all proxied ports)")
+	fs.StringVar(&cutPorts, "cut-ports", "", "ports whose bytes count for cuts (empty: all proxied ports)")
 	fs.StringVar(&o.cutKind, "cut-kind", "alternate", "what a cut does: close (FIN), reset (RST) or alternate (close, reset, close, ...)")
 	fs.IntVar(&o.cutCount, "cut-count", 0, "stop cutting after this many cuts; 0 = no limit")
 	fs.StringVar(&rcvbuf, "rcvbuf", "0", "SO_RCVBUF of both sockets of each proxied connection, bytes (K, M: powers of 1024), like a middlebox with a small queue; 0 = kernel default (autotuned)")
