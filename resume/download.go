@@ -64,8 +64,12 @@ func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst 
 	if stErr != nil && local != nil && local.Size() > 0 {
 		return Result{}, false, nil, nil // a single-stream partial: resume it as such
 	}
+	// With a segment count asked for, the other ranges log in while the
+	// probe runs.
+	pre := startPredial(ctx, dial, cfg.Segments-1)
 	info, rtt, first, res, err := probe(ctx, dial, path, cfg)
 	if err != nil {
+		pre.closeAll()
 		return res, true, nil, err
 	}
 	n := chooseSegments(cfg, info.Size, rtt)
@@ -73,10 +77,11 @@ func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst 
 		n = len(st.Segments)
 	}
 	if n <= 1 {
+		pre.closeAll()
 		_ = os.Remove(cfg.StatePath)
 		return Result{}, false, first, nil
 	}
-	res, err = downloadSegments(ctx, dial, path, dst, info, n, first, cfg)
+	res, err = downloadSegments(ctx, dial, path, dst, info, n, first, pre, cfg)
 	return res, true, nil, err
 }
 

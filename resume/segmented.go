@@ -355,22 +355,25 @@ func (w *segWriter) Write(p []byte) (int, error) {
 // downloadSegments downloads path into dst over n sessions at once (or as
 // many ranges as the state file of an earlier run holds), then verifies
 // the whole file.
-func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, first protocol.Session, cfg Config) (Result, error) {
+func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, first protocol.Session, pre *predial, cfg Config) (Result, error) {
 	st, err := loadSidecar(cfg.StatePath)
 	if err != nil || st.Path != path || st.Size != info.Size || !st.ModTime.Equal(info.ModTime) {
 		// No usable state: start every range from zero.
 		if err := dst.Truncate(0); err != nil {
 			first.Close()
+			pre.closeAll()
 			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "truncate", err: err}}
 		}
 		st = &sidecar{Path: path, Size: info.Size, ModTime: info.ModTime, Segments: split(info.Size, n)}
 		if err := st.save(cfg.StatePath); err != nil {
 			first.Close()
+			pre.closeAll()
 			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "write state", err: err}}
 		}
 	}
 	s := newSegmenter("download", path, dial, cfg, st)
 	s.ready[0] = first
+	pre.assign(s, 1)
 	s.durable = dst.Sync
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return downloadRange(ctx, sess, a, s, dst, i, g)
@@ -482,6 +485,9 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		_ = os.Remove(cfg.StatePath)
 	}
 
+	// With a segment count asked for, the other ranges log in while the
+	// first session probes.
+	pre := startPredial(ctx, dial, cfg.Segments-1)
 	var ready map[int]protocol.Session
 	if stErr != nil {
 		var canRanges, unconfirmed bool
@@ -497,6 +503,7 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 			return err
 		})
 		if err != nil {
+			pre.closeAll()
 			return res, true, nil, err
 		}
 		first = r.kept
@@ -508,13 +515,14 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 			n = 1
 		}
 		if !canRanges || n <= 1 {
+			pre.closeAll()
 			return Result{}, false, first, nil
 		}
 		st = &sidecar{Path: target, Size: fi.Size(), ModTime: fi.ModTime(), Segments: split(fi.Size(), n)}
 		ready = map[int]protocol.Session{0: first}
 		if unconfirmed {
 			var err error
-			ready, err = probeRanges(ctx, dial, first, src, st, rtt, cfg)
+			ready, err = probeRanges(ctx, dial, first, pre, src, st, rtt, cfg)
 			if err != nil {
 				if ctx.Err() != nil {
 					return Result{}, true, nil, &Error{Op: "upload", Path: final, Err: context.Cause(ctx)}
@@ -524,6 +532,7 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 			}
 		}
 		if err := st.save(cfg.StatePath); err != nil {
+			pre.closeAll()
 			for _, sess := range ready {
 				if sess != first {
 					sess.Close()
@@ -538,6 +547,11 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 	s := newSegmenter("upload", final, dial, cfg, st)
 	for i, sess := range ready {
 		s.ready[i] = sess
+	}
+	if len(ready) == 1 {
+		pre.assign(s, 1) // after range 0's session
+	} else {
+		pre.assign(s, 0) // from an earlier run's state: every range may need one
 	}
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return uploadRange(ctx, sess, a, s, src, i, g)
@@ -672,4 +686,74 @@ func copyRange(w io.Writer, rd io.Reader, n int64) (int64, error) {
 		return min(got, n), err
 	}
 	return io.CopyBuffer(w, io.LimitReader(rd, n), make([]byte, copyBufferSize))
+}
+
+// predial logs in sessions in the background while a probe runs, so that
+// the ranges of a segmented transfer start without waiting for their own
+// logins after it (a login costs several round trips; vsftpd adds a delay).
+type predial struct {
+	ch      chan dialed
+	pending int
+}
+
+type dialed struct {
+	sess protocol.Session
+	err  error
+}
+
+// startPredial starts k logins; each ends when dial returns (ctx bounds
+// them).
+func startPredial(ctx context.Context, dial protocol.Dialer, k int) *predial {
+	p := &predial{ch: make(chan dialed, max(k, 0)), pending: max(k, 0)}
+	for range p.pending {
+		go func() {
+			sess, err := dial(ctx)
+			p.ch <- dialed{sess, err}
+		}()
+	}
+	return p
+}
+
+// take waits for the next login to end.
+func (p *predial) take(ctx context.Context) (protocol.Session, error) {
+	if p.pending == 0 {
+		return nil, errors.New("no session left")
+	}
+	select {
+	case d := <-p.ch:
+		p.pending--
+		return d.sess, d.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// rest waits for every login left and returns the sessions that logged in.
+func (p *predial) rest() []protocol.Session {
+	var out []protocol.Session
+	for ; p.pending > 0; p.pending-- {
+		if d := <-p.ch; d.err == nil {
+			out = append(out, d.sess)
+		}
+	}
+	return out
+}
+
+// assign hands the sessions left to ranges first, first+1, ... of s, and
+// closes any beyond the last range.
+func (p *predial) assign(s *segmenter, first int) {
+	for k, sess := range p.rest() {
+		if i := first + k; i < len(s.state.Segments) {
+			s.ready[i] = sess
+		} else {
+			sess.Close()
+		}
+	}
+}
+
+// closeAll closes every session that logs in.
+func (p *predial) closeAll() {
+	for _, sess := range p.rest() {
+		sess.Close()
+	}
 }

@@ -67,30 +67,17 @@ type probeFailed struct{ err error }
 func (e *probeFailed) Error() string { return "segmented upload probe: " + e.err.Error() }
 
 // probeRanges runs the probe on first (a logged-in session) and one more
-// session. On success it records what the probe wrote in st and returns
-// the two sessions by the range each carries on; on failure the temporary
-// file is removed and both sessions are closed.
-func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Session, src Source, st *sidecar, rtt time.Duration, cfg Config) (map[int]protocol.Session, error) {
+// session, taken from pre (sessions logging in meanwhile) or dialed. On
+// success it records what the probe wrote in st and returns the sessions,
+// pre's included, by the range each carries on; on failure the temporary
+// file is removed and every session is closed.
+func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Session, pre *predial, src Source, st *sidecar, rtt time.Duration, cfg Config) (map[int]protocol.Session, error) {
 	var second protocol.Session
 	segs := st.Segments
 	last := len(segs) - 1
 	seed := min(probeChunk, segs[0].End)
 	c0 := min(probeChunk, segs[0].End-seed)
 	cLast := min(probeChunk, segs[last].End-segs[last].Start)
-	// Log in the other ranges' sessions while the probe runs, rather than
-	// after it: a login costs round trips, and vsftpd adds its own delay.
-	type dialed struct {
-		sess protocol.Session
-		err  error
-	}
-	pre := make(chan dialed, last)
-	for range last {
-		go func() {
-			sess, err := dial(ctx)
-			pre <- dialed{sess, err}
-		}()
-	}
-	received := 0
 	r := newRunner("upload", st.Path, dial, cfg)
 	r.pending = first
 	_, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
@@ -122,14 +109,13 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 		}
 		a.dog.touch()
 		if second == nil {
-			var d dialed
-			select {
-			case d = <-pre:
-				received++
-			case <-ctx.Done():
-				return ctx.Err()
+			if pre.pending > 0 {
+				second, err = pre.take(ctx)
+			} else {
+				second, err = dial(ctx)
 			}
-			if second, err = d.sess, d.err; err != nil {
+			if err != nil {
+				second = nil
 				return fail(err)
 			}
 		}
@@ -173,12 +159,7 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 		a.keep = true
 		return nil
 	})
-	var others []protocol.Session
-	for ; received < last; received++ {
-		if d := <-pre; d.err == nil {
-			others = append(others, d.sess)
-		}
-	}
+	others := pre.rest()
 	if err != nil {
 		for _, sess := range append(others, second) {
 			if sess != nil {
@@ -192,7 +173,11 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 	segs[last].Done = cLast
 	ready := map[int]protocol.Session{0: second, last: r.kept}
 	for i, sess := range others {
-		ready[1+i] = sess // ranges 1 .. last-1; a failed login leaves one to dial itself
+		if 1+i < last {
+			ready[1+i] = sess // a range without one (a failed login) dials itself
+		} else {
+			sess.Close()
+		}
 	}
 	return ready, nil
 }
