@@ -7,10 +7,12 @@ package integration_test
 import (
 	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 
 	"github.com/openhaul/haul/integration/faultproxy"
 	"github.com/openhaul/haul/integration/testbed"
+	"github.com/openhaul/haul/transfer"
 )
 
 func TestSegmentedTransfersSurviveFaults(t *testing.T) {
@@ -78,6 +80,15 @@ func TestSegmentedFTPUploadFallsBack(t *testing.T) {
 			r.cfg.Segments = 4
 			r.cfg.MinSegmentSize = 1 << 20
 			r.cfg.StateDir = t.TempDir()
+			var single atomic.Int32
+			onEvent := r.cfg.OnEvent
+			r.cfg.OnEvent = func(e transfer.Event) {
+				if e.Kind == transfer.EventSingleStream {
+					single.Add(1)
+					t.Logf("single stream: %s", e.Reason)
+				}
+				onEvent(e)
+			}
 			remote := "segfallback-" + tg.name + ".bin"
 			res, local, err := r.transfer(t, "upload", remote, src)
 			if err != nil {
@@ -85,6 +96,9 @@ func TestSegmentedFTPUploadFallsBack(t *testing.T) {
 			}
 			if testbed.SHA256File(t, local) != sum {
 				t.Fatal("SHA-256 differs")
+			}
+			if single.Load() != 1 {
+				t.Errorf("%d single-stream events, want 1", single.Load())
 			}
 			if res.Segments > 1 || res.Attempts != 1 {
 				t.Errorf("want one stream, one attempt: %+v", res)

@@ -17,6 +17,10 @@ const (
 	EventRestart
 	// EventVerified: the result was verified by Method.
 	EventVerified
+	// EventSingleStream: a segmented upload was asked for, but the server
+	// cannot take one file over several connections (Reason says why); the
+	// upload goes over one stream.
+	EventSingleStream
 )
 
 // String returns the event kind's name.
@@ -32,6 +36,8 @@ func (k EventKind) String() string {
 		return "restart"
 	case EventVerified:
 		return "verified"
+	case EventSingleStream:
+		return "single-stream"
 	}
 	return "unknown"
 }
@@ -44,7 +50,7 @@ type Event struct {
 	Bytes   int64         // bytes moved by the attempt (EventFailed)
 	Wait    time.Duration // EventBackoff
 	Err     error         // EventFailed
-	Reason  string        // EventRestart
+	Reason  string        // EventRestart, EventSingleStream
 	Method  string        // EventVerified
 }
 

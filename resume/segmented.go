@@ -527,7 +527,15 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 				if ctx.Err() != nil {
 					return Result{}, true, nil, &Error{Op: "upload", Path: final, Err: context.Cause(ctx)}
 				}
-				cfg.logger().Info("segmented upload not possible, using one stream", "path", final, "err", err)
+				reason := err
+				var pf *probeFailed
+				if errors.As(err, &pf) {
+					reason = pf.err
+				}
+				cfg.logger().Warn("segmented upload not possible, using one stream", "path", final, "err", reason)
+				if cfg.OnEvent != nil {
+					cfg.OnEvent(Event{Kind: EventSingleStream, Reason: reason.Error()})
+				}
 				return Result{}, false, nil, nil
 			}
 		}

@@ -136,7 +136,7 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 			if err == nil {
 				w0.Close()
 			}
-			return fail(fmt.Errorf("%w (no answer within %v)", errNoConcurrentWriters, wait))
+			return fail(fmt.Errorf("%w (no answer within %v)", errNoConcurrentWriters, wait.Round(time.Millisecond)))
 		}
 		if err != nil {
 			return fail(err)

@@ -55,6 +55,19 @@ func ParseVerifyPolicy(s string) (VerifyPolicy, error) { return resume.ParseVeri
 // verification), delivered to Config.OnEvent.
 type Event = resume.Event
 
+// EventKind says what an Event reports.
+type EventKind = resume.EventKind
+
+// The kinds of Event; see the resume package for each one's fields.
+const (
+	EventAttempt      = resume.EventAttempt
+	EventFailed       = resume.EventFailed
+	EventBackoff      = resume.EventBackoff
+	EventRestart      = resume.EventRestart
+	EventVerified     = resume.EventVerified
+	EventSingleStream = resume.EventSingleStream
+)
+
 // Transfer moves files between local paths and one server.
 //
 // Remote paths follow haul's rule: relative paths are relative to the

@@ -122,6 +122,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if err != nil {
 			return err
 		}
+		if !f.quiet {
+			cfg.OnEvent = func(e transfer.Event) {
+				if e.Kind == transfer.EventSingleStream {
+					fmt.Fprintf(stderr, "haul: one stream instead of --segments %d: %s\n", f.segments, e.Reason)
+				}
+			}
+		}
 		bar := f.progress(stderr, op)
 		if bar != nil {
 			cfg.Progress = func(done, total int64) {
