@@ -636,6 +636,10 @@ main() {
 
   load_testbed
   mkdir -p "$BENCH_DIR"
+  # One run per work dir: two would delete each other's files (and share
+  # the CPU, which spoils both).
+  exec 9>"$BENCH_DIR/.lock"
+  flock -n 9 || die "another bench run holds $BENCH_DIR (set BENCH_DIR for a second one)"
   trap 'BENCH_CLEAN_ALL=${BENCH_CLEAN:-0}; cleanup' EXIT
   trap 'exit 130' INT TERM
 
