@@ -2,6 +2,7 @@ package sftp
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -12,15 +13,24 @@ import (
 )
 
 // OpenReader opens path and returns a reader of its bytes from offset to
-// the end. The reader implements io.WriterTo, so io.Copy(dst, r) uses
-// pkg/sftp's concurrent reads. The file's size is taken when it is opened:
-// a stream that ends before that size (the file shrank) fails with an error
-// matching io.ErrUnexpectedEOF and protocol.ErrTransient; bytes appended
-// while reading are delivered too. ctx bounds the reader's whole life.
+// the end. The reader implements io.WriterTo: io.Copy(dst, r) keeps
+// WithConcurrency read requests in flight. The file's size is taken when
+// it is opened: a stream that ends before that size (the file shrank)
+// fails with an error matching io.ErrUnexpectedEOF and
+// protocol.ErrTransient; bytes appended while reading are delivered too.
+// ctx bounds the reader's whole life.
+//
+// The reader runs on an SFTP channel of the session's own (opened on
+// first use, kept for later readers), whose replies are read straight
+// into a fixed set of buffers; where the server refuses a second channel,
+// or another reader holds it, pkg/sftp's concurrent reads are used.
 func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	stop, err := s.beginOpen(ctx, path, offset)
 	if err != nil {
 		return nil, err
+	}
+	if fc := s.takeReadChannel(); fc != nil {
+		return s.openStream(ctx, fc, path, offset, stop)
 	}
 	fail := func(f *sftp.File, err error) (io.ReadCloser, error) {
 		return nil, s.openFailed(ctx, path, f, stop, err)
@@ -43,17 +53,161 @@ func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io
 	if _, err := f.Seek(offset, io.SeekStart); err != nil {
 		return fail(f, err)
 	}
-	return &reader{s: s, ctx: ctx, f: f, path: path, want: size - offset, stop: stop}, nil
+	return &reader{s: s, ctx: ctx, src: f, closeSrc: func(bool) error { return f.Close() },
+		path: path, want: size - offset, stop: stop}, nil
+}
+
+// openStream opens path on the read channel fc and starts the pipeline.
+func (s *Session) openStream(ctx context.Context, fc *fxpConn, path string, offset int64, stop func() bool) (io.ReadCloser, error) {
+	f, err := openRemote(fc, path)
+	inStep := errors.As(err, new(*fxStatusError)) // the channel can carry on
+	if err == nil {
+		inStep = true
+		switch {
+		case f.isDir:
+			err = fmt.Errorf("%s is a directory", path)
+		case offset > f.size:
+			err = fmt.Errorf("offset %d is past the end of the file (%d bytes)", offset, f.size)
+		}
+	}
+	if err != nil {
+		if f != nil && inStep {
+			if cerr := f.close(); cerr != nil && !errors.As(cerr, new(*fxStatusError)) {
+				inStep = false
+			}
+		}
+		s.releaseReadChannel(fc, inStep)
+		return nil, s.openFailed(ctx, path, nil, stop, err)
+	}
+	p := newPipeline(f, offset, s.opts.packetSize, s.opts.concurrency)
+	st := &stream{p: p}
+	return &reader{s: s, ctx: ctx, src: st, closeSrc: func(aborted bool) error {
+		return s.closeStream(fc, p, aborted)
+	}, path: path, want: f.size - offset, stop: stop}, nil
+}
+
+// stream reads through a pipeline.
+type stream struct {
+	p   *pipeline
+	cur []byte // the unread rest of the last chunk
+}
+
+func (st *stream) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
+	if len(st.cur) == 0 {
+		c, err := st.p.chunk()
+		if err != nil {
+			return 0, err
+		}
+		st.cur = c
+	}
+	n := copy(b, st.cur)
+	st.cur = st.cur[n:]
+	return n, nil
+}
+
+func (st *stream) WriteTo(w io.Writer) (int64, error) {
+	var n int64
+	if len(st.cur) > 0 {
+		m, err := w.Write(st.cur)
+		n += int64(m)
+		st.cur = st.cur[m:]
+		if err != nil {
+			return n, err
+		}
+	}
+	for {
+		c, err := st.p.chunk()
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+		m, err := w.Write(c)
+		n += int64(m)
+		if err != nil {
+			st.cur = c[m:]
+			return n, err
+		}
+	}
+}
+
+// closeStream waits for the requests still in flight, closes the handle and
+// hands the read channel back, or drops it when it is out of step. After
+// an abort the connection is gone and the pipeline may still be in use by
+// the aborted call: it is left alone.
+func (s *Session) closeStream(fc *fxpConn, p *pipeline, aborted bool) error {
+	if aborted {
+		s.releaseReadChannel(fc, false)
+		return errSessionClosed
+	}
+	if !p.drain() {
+		s.releaseReadChannel(fc, false)
+		return p.err
+	}
+	err := p.f.close()
+	s.releaseReadChannel(fc, err == nil || errors.As(err, new(*fxStatusError)))
+	return err
+}
+
+// takeReadChannel returns the session's read channel, opening it on first
+// use, or nil when another reader holds it or the server refused it (the
+// caller then reads through pkg/sftp). The caller bounds the call (the
+// session is aborted when its context ends).
+func (s *Session) takeReadChannel() *fxpConn {
+	s.rcMu.Lock()
+	defer s.rcMu.Unlock()
+	if s.rcBusy || s.rcRefused {
+		return nil
+	}
+	if s.rc == nil {
+		fc, err := openFXP(s.ssh.Conn)
+		if err != nil {
+			if !s.aborted.Load() && !s.closed.Load() {
+				s.log.Debug("sftp: no read channel; reading through the main channel", "err", err)
+				s.rcRefused = true
+			}
+			return nil
+		}
+		s.rc = fc
+	}
+	s.rcBusy = true
+	return s.rc
+}
+
+// releaseReadChannel hands fc back; when it is not reusable it is closed
+// and the next reader opens a new one.
+func (s *Session) releaseReadChannel(fc *fxpConn, reusable bool) {
+	s.rcMu.Lock()
+	defer s.rcMu.Unlock()
+	if s.rc == fc {
+		s.rcBusy = false
+		if !reusable {
+			s.rc = nil
+		}
+	}
+	if !reusable {
+		_ = fc.Close()
+	}
 }
 
 // reader is the io.ReadCloser returned by OpenReader.
 type reader struct {
-	s    *Session
-	ctx  context.Context
-	f    *sftp.File
-	path string
-	want int64 // bytes expected from the open offset to the size at open
-	stop func() bool
+	s   *Session
+	ctx context.Context
+	src interface {
+		io.Reader
+		io.WriterTo
+	}
+	// closeSrc closes src; aborted: the connection was torn down while
+	// a call was blocked.
+	closeSrc func(aborted bool) error
+	path     string
+	want     int64 // bytes expected from the open offset to the size at open
+	stop     func() bool
 
 	got       atomic.Int64
 	busy      atomic.Int32
@@ -71,7 +225,7 @@ var (
 func (r *reader) Read(p []byte) (int, error) {
 	r.busy.Add(1)
 	defer r.busy.Add(-1)
-	n, err := r.f.Read(p)
+	n, err := r.src.Read(p)
 	got := r.got.Add(int64(n))
 	return n, r.check(got, err)
 }
@@ -80,7 +234,7 @@ func (r *reader) Read(p []byte) (int, error) {
 func (r *reader) WriteTo(w io.Writer) (int64, error) {
 	r.busy.Add(1)
 	defer r.busy.Add(-1)
-	n, err := r.f.WriteTo(w)
+	n, err := r.src.WriteTo(w)
 	got := r.got.Add(n)
 	if err == nil {
 		err = io.EOF
@@ -120,7 +274,7 @@ func (r *reader) Close() error {
 			r.aborted.Store(true)
 			r.s.abort()
 		}
-		err := r.f.Close()
+		err := r.closeSrc(r.aborted.Load())
 		cancelled := !r.stop()
 		switch {
 		case r.aborted.Load():

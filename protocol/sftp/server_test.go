@@ -45,6 +45,10 @@ type testServer struct {
 	// directory other than the SFTP working directory, dir).
 	execDir string
 	execs   atomic.Int32
+	// maxSFTP, when positive, refuses SFTP subsystems beyond that many per
+	// connection; sftpChans counts those started.
+	maxSFTP   int32
+	sftpChans atomic.Int32
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -164,6 +168,7 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 			}
 		}
 	}()
+	var sftpChans atomic.Int32
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			_ = nc.Reject(ssh.UnknownChannelType, "no")
@@ -189,6 +194,12 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 					continue
 				}
 				ok := req.Type == "subsystem" && len(req.Payload) > 4 && string(req.Payload[4:]) == "sftp"
+				if ok && ts.maxSFTP > 0 && sftpChans.Add(1) > ts.maxSFTP {
+					ok = false
+				}
+				if ok {
+					ts.sftpChans.Add(1)
+				}
 				_ = req.Reply(ok, nil)
 				if !ok {
 					continue
@@ -247,6 +258,7 @@ type faultFS struct {
 	failAt     int64 // a write whose range holds this offset fails (-1: none)
 	failErr    error
 	readLimit  int64         // reads past this offset see EOF (-1: none)
+	readMax    int           // reads return at most this many bytes (0: no limit)
 	readGate   chan struct{} // reads past readBlock wait for it to close
 	readBlock  int64
 	freeBlocks uint64
@@ -311,8 +323,11 @@ type faultReaderAt struct {
 
 func (r faultReaderAt) ReadAt(b []byte, off int64) (int, error) {
 	r.f.mu.Lock()
-	limit, gate, block := r.f.readLimit, r.f.readGate, r.f.readBlock
+	limit, gate, block, most := r.f.readLimit, r.f.readGate, r.f.readBlock, r.f.readMax
 	r.f.mu.Unlock()
+	if most > 0 && len(b) > most {
+		b = b[:most]
+	}
 	if block >= 0 && off >= block && gate != nil {
 		<-gate
 		return 0, errors.New("gate closed")

@@ -6,6 +6,8 @@
 // keys, an SSH agent and/or a password, attempted once per Dial. Reads and
 // writes keep several requests in flight (WithConcurrency), as large as the
 // server states it serves (limits@openssh.com, see DefaultPacketSize);
+// downloads run on a second SFTP channel with a pipeline of their own,
+// which reads replies straight into fixed buffers (see OpenReader);
 // writes always go to explicit offsets, never through SSH_FXF_APPEND, and
 // the writer reports the contiguous acknowledged high-water mark so a
 // failed upload can resume without holes. OpenRangeWriter writes a range
@@ -74,6 +76,14 @@ type Session struct {
 	// quiet counts calls during which the server may send nothing for
 	// long (it is hashing): the keepalive does not give up meanwhile.
 	quiet atomic.Int32
+
+	// rcMu guards the read channel: rc (nil until first used or after
+	// it was dropped), rcBusy (a reader holds it) and rcRefused (the
+	// server refused a second channel: read through pkg/sftp).
+	rcMu      sync.Mutex
+	rc        *fxpConn
+	rcBusy    bool
+	rcRefused bool
 
 	aborted   atomic.Bool
 	closeOnce sync.Once
