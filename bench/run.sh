@@ -70,9 +70,11 @@ BENCH_CLEAN_ALL=0 # set at exit from BENCH_CLEAN
 GO=${GO:-go}
 ALL_OPS="ftp-get ftp-put ftps-get ftps-put sftp-get sftp-put"
 
-# Remote names, the same in every server root.
-REMOTE_SRC=haul-bench-src.bin
-REMOTE_UP=haul-bench-up.bin
+# Remote names, the same in every server root; one pair per work dir, so
+# that runs with different BENCH_DIRs do not delete each other's files.
+BENCH_TAG=$(printf '%s' "$BENCH_DIR" | cksum | cut -d' ' -f1)
+REMOTE_SRC=haul-bench-src-$BENCH_TAG.bin
+REMOTE_UP=haul-bench-up-$BENCH_TAG.bin
 
 die() { echo "bench: $*" >&2; exit 1; }
 log() { echo "bench: $*" >&2; }
