@@ -614,6 +614,11 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 			return &protocol.Error{Op: "upload", Path: s.path, Kind: protocol.ErrTransient, Err: errors.New("segment restarted")}
 		}
 	}
+	if off == g.End { // all of it landed before the last attempt failed
+		a.start(g.Done)
+		a.keep = true
+		return nil
+	}
 	if unconfirmed && off == 0 {
 		// Only a sequential writer may write at offset 0, and it would
 		// cut the other ranges: this state cannot go on.
