@@ -17,10 +17,7 @@ func TestSegmentedDownloadSurvivesCuts(t *testing.T) {
 	src := randomBytes(4<<20 + 123)
 	s.put("f", src)
 	s.cuts = []int64{700_000, 2_100_000, 3_500_000}
-	cfg := fastCfg()
-	cfg.Segments = 4
-	cfg.MinSegmentSize = 1 << 20
-	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	cfg := segmentedCfg(t)
 	f := tempFile(t)
 	res, err := resume.Download(context.Background(), s.dial, "f", f, cfg)
 	if err != nil {
@@ -41,10 +38,7 @@ func TestSegmentedDownloadResumesFromStateFile(t *testing.T) {
 	s := newFakeServer()
 	src := randomBytes(4 << 20)
 	s.put("f", src)
-	cfg := fastCfg()
-	cfg.Segments = 4
-	cfg.MinSegmentSize = 1 << 20
-	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	cfg := segmentedCfg(t)
 	f := tempFile(t)
 	// First run: interrupted once about half the file is there.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -109,11 +103,8 @@ func TestSegmentedUploadSurvivesCutsAndResumesFromState(t *testing.T) {
 	s := newFakeServer()
 	src := randomBytes(4<<20 + 77)
 	s.cuts = []int64{500_000, 1_900_000}
-	cfg := fastCfg()
-	cfg.Segments = 4
-	cfg.MinSegmentSize = 1 << 20
+	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
-	cfg.StatePath = filepath.Join(t.TempDir(), "state")
 	// First run: interrupted half-way; the state file keeps the ranges.
 	ctx, cancel := context.WithCancel(context.Background())
 	first := cfg
@@ -146,11 +137,8 @@ func TestSegmentedUploadSurvivesCutsAndResumesFromState(t *testing.T) {
 func TestSegmentedUploadNeedsRangeWriter(t *testing.T) {
 	s := newFakeServer()
 	src := randomBytes(4 << 20)
-	cfg := fastCfg()
-	cfg.Segments = 4
-	cfg.MinSegmentSize = 1 << 20
+	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
-	cfg.StatePath = filepath.Join(t.TempDir(), "state")
 	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
 	if err != nil || !bytes.Equal(s.file("f"), src) || res.Attempts != 1 {
 		t.Fatalf("err=%v res=%+v", err, res)
@@ -169,11 +157,8 @@ func TestSegmentedUnconfirmedUploadReadsBack(t *testing.T) {
 		clear(src[at-200_000 : at+200_000])
 	}
 	s.cuts = []int64{1_000_000, 3_000_000, 5_200_000}
-	cfg := fastCfg()
-	cfg.Segments = 4
-	cfg.MinSegmentSize = 1 << 20
+	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
-	cfg.StatePath = filepath.Join(t.TempDir(), "state")
 	const inFlight = 300_000
 	res, err := resume.Upload(context.Background(), s.ftpRangeDial(inFlight, false), memSrc(src), "f", cfg)
 	if err != nil {
@@ -198,11 +183,8 @@ func TestSegmentedUnconfirmedUploadReadsBack(t *testing.T) {
 func TestSegmentedUnconfirmedUploadProbeFallsBack(t *testing.T) {
 	s := newFakeServer()
 	src := randomBytes(4 << 20)
-	cfg := fastCfg()
-	cfg.Segments = 4
-	cfg.MinSegmentSize = 1 << 20
+	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
-	cfg.StatePath = filepath.Join(t.TempDir(), "state")
 	res, err := resume.Upload(context.Background(), s.ftpRangeDial(0, true), memSrc(src), "f", cfg)
 	if err != nil || !bytes.Equal(s.file("f"), src) || res.Segments > 1 {
 		t.Fatalf("err=%v res=%+v", err, res)
@@ -210,4 +192,14 @@ func TestSegmentedUnconfirmedUploadProbeFallsBack(t *testing.T) {
 	if s.file("f.part.seg") != nil {
 		t.Error("the probe's file was left")
 	}
+}
+
+// segmentedCfg is fastCfg with four 1 MiB-or-larger ranges and a state
+// file in a temporary directory.
+func segmentedCfg(t *testing.T) resume.Config {
+	cfg := fastCfg()
+	cfg.Segments = 4
+	cfg.MinSegmentSize = 1 << 20
+	cfg.StatePath = filepath.Join(t.TempDir(), "state")
+	return cfg
 }

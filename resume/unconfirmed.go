@@ -98,11 +98,14 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 			return fail(errors.New("the session cannot write ranges"))
 		}
 		a.start(0)
-		if err := writeSpan(ctx, func() (protocol.Writer, error) { return sess.OpenWriter(ctx, st.Path, 0) }, src, 0, seed); err != nil {
+		w, err := sess.OpenWriter(ctx, st.Path, 0)
+		if err != nil {
+			return fail(err)
+		}
+		if err := fillSpan(w, src, 0, seed); err != nil {
 			return fail(err)
 		}
 		a.dog.touch()
-		var err error
 		if wLast, err = rw.OpenRangeWriter(ctx, st.Path, segs[last].Start); err != nil {
 			wLast = nil
 			return fail(err)
@@ -182,17 +185,8 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 	return ready, nil
 }
 
-// writeSpan opens a writer with open, sends src's bytes [off, off+n) and
-// closes it; nil means the server confirmed them.
-func writeSpan(ctx context.Context, open func() (protocol.Writer, error), src io.ReaderAt, off, n int64) error {
-	w, err := open()
-	if err != nil {
-		return err
-	}
-	return fillSpan(w, src, off, n)
-}
-
-// fillSpan sends src's bytes [off, off+n) to w and closes it.
+// fillSpan sends src's bytes [off, off+n) to w and closes it; nil means
+// the server confirmed them.
 func fillSpan(w protocol.Writer, src io.ReaderAt, off, n int64) error {
 	var localErr error
 	_, copyErr := io.Copy(w, &localReader{r: io.NewSectionReader(src, off, n), err: &localErr})
