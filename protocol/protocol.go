@@ -111,6 +111,17 @@ type RangeWriter interface {
 	OpenRangeWriter(ctx context.Context, path string, offset int64) (Writer, error)
 }
 
+// RangeReader is implemented by sessions whose readers request data ahead
+// of the caller (SFTP keeps many reads in flight), so that a reader of one
+// byte range asks for nothing past its end.
+type RangeReader interface {
+	// OpenRangeReader is OpenReader for a caller that reads at most length
+	// bytes from offset. The stream may end with io.EOF after those bytes
+	// instead of at the end of the file, and it may also go on past them:
+	// the caller stops reading at length either way.
+	OpenRangeReader(ctx context.Context, path string, offset, length int64) (io.ReadCloser, error)
+}
+
 // UnconfirmedRangeWriter is implemented by sessions whose range writes
 // keep RangeWriter's promises only on some servers, and whose range writers
 // acknowledge nothing but a whole transfer (FTP's REST + STOR). There the

@@ -422,7 +422,12 @@ func downloadRange(ctx context.Context, sess protocol.Session, a *attempt, s *se
 	a.dog.touch()
 	off := g.Start + g.Done
 	k := min(a.r.cfg.overlap(), g.Done)
-	rd, err := sess.OpenReader(ctx, s.path, off-k)
+	var rd io.ReadCloser
+	if rr, ok := sess.(protocol.RangeReader); ok {
+		rd, err = rr.OpenRangeReader(ctx, s.path, off-k, g.End-(off-k))
+	} else {
+		rd, err = sess.OpenReader(ctx, s.path, off-k)
+	}
 	if err != nil {
 		return err
 	}

@@ -25,12 +25,29 @@ import (
 // into a fixed set of buffers; where the server refuses a second channel,
 // or another reader holds it, pkg/sftp's concurrent reads are used.
 func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
+	return s.openReader(ctx, path, offset, -1)
+}
+
+// OpenRangeReader is OpenReader for a caller that reads at most length
+// bytes: on the session's read channel no request reaches past them and
+// the stream ends with io.EOF after them (or at the end of the file, if
+// that comes first). Over pkg/sftp's reads it is OpenReader.
+func (s *Session) OpenRangeReader(ctx context.Context, path string, offset, length int64) (io.ReadCloser, error) {
+	if length < 0 {
+		return nil, &protocol.Error{Op: "read", Path: path, Err: errors.New("negative length")}
+	}
+	return s.openReader(ctx, path, offset, length)
+}
+
+var _ protocol.RangeReader = (*Session)(nil)
+
+func (s *Session) openReader(ctx context.Context, path string, offset, length int64) (io.ReadCloser, error) {
 	stop, err := s.beginOpen(ctx, path, offset)
 	if err != nil {
 		return nil, err
 	}
 	if fc := s.takeReadChannel(); fc != nil {
-		return s.openStream(ctx, fc, path, offset, stop)
+		return s.openStream(ctx, fc, path, offset, length, stop)
 	}
 	fail := func(f *sftp.File, err error) (io.ReadCloser, error) {
 		return nil, s.openFailed(ctx, path, f, stop, err)
@@ -58,7 +75,7 @@ func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io
 }
 
 // openStream opens path on the read channel fc and starts the pipeline.
-func (s *Session) openStream(ctx context.Context, fc *fxpConn, path string, offset int64, stop func() bool) (io.ReadCloser, error) {
+func (s *Session) openStream(ctx context.Context, fc *fxpConn, path string, offset, length int64, stop func() bool) (io.ReadCloser, error) {
 	f, err := openRemote(fc, path)
 	inStep := errors.As(err, new(*fxStatusError)) // the channel can carry on
 	if err == nil {
@@ -79,11 +96,15 @@ func (s *Session) openStream(ctx context.Context, fc *fxpConn, path string, offs
 		s.releaseReadChannel(fc, inStep)
 		return nil, s.openFailed(ctx, path, nil, stop, err)
 	}
-	p := newPipeline(f, offset, s.opts.packetSize, s.opts.concurrency)
+	end, want := int64(-1), f.size-offset
+	if length >= 0 && offset+length < f.size {
+		end, want = offset+length, length
+	}
+	p := newPipeline(f, offset, end, s.opts.packetSize, s.opts.concurrency)
 	st := &stream{p: p}
 	return &reader{s: s, ctx: ctx, src: st, closeSrc: func(aborted bool) error {
 		return s.closeStream(fc, p, aborted)
-	}, path: path, want: f.size - offset, stop: stop}, nil
+	}, path: path, want: want, stop: stop}, nil
 }
 
 // stream reads through a pipeline.

@@ -184,6 +184,7 @@ type pipeline struct {
 	size int         // bytes per request
 	q    []*readSlot // in file order; q[0] is the next data
 	next int64       // offset of the next new request
+	end  int64       // no request reaches past it; -1: read to the end of file
 	stop bool        // an end of file was seen: no new requests
 	out  *readSlot   // the slot handed out by chunk, recycled on the next call
 	err  error       // sticky; channel errors also set broken
@@ -195,22 +196,41 @@ type pipeline struct {
 }
 
 // newPipeline starts reading f at off with up to depth requests of size
-// bytes in flight (fewer when the file is shorter).
-func newPipeline(f *remoteFile, off int64, size, depth int) *pipeline {
-	p := &pipeline{f: f, size: size, next: off}
-	if left := f.size - off; left >= 0 {
+// bytes in flight (fewer when the file is shorter). With end >= 0 no
+// request reaches past end, and the data ends there.
+func newPipeline(f *remoteFile, off, end int64, size, depth int) *pipeline {
+	p := &pipeline{f: f, size: size, next: off, end: end}
+	left := f.size - off
+	if end >= 0 {
+		left = end - off
+	}
+	if left >= 0 {
 		depth = int(min(int64(depth), left/int64(size)+1))
 	}
 	buf := make([]byte, depth*size)
-	p.q = make([]*readSlot, depth)
-	for i := range p.q {
-		p.q[i] = &readSlot{buf: buf[i*size : (i+1)*size : (i+1)*size]}
-	}
-	for _, s := range p.q {
-		p.issue(s, p.next, size)
-		p.next += int64(size)
+	for i := range depth {
+		s := &readSlot{buf: buf[i*size : (i+1)*size : (i+1)*size]}
+		if !p.issueNext(s) {
+			break
+		}
+		p.q = append(p.q, s)
 	}
 	return p
+}
+
+// issueNext makes s ask for the next new range; false when none is left
+// before end.
+func (p *pipeline) issueNext(s *readSlot) bool {
+	want := int64(p.size)
+	if p.end >= 0 {
+		want = min(want, p.end-p.next)
+	}
+	if want <= 0 {
+		return false
+	}
+	p.issue(s, p.next, int(want))
+	p.next += want
+	return true
 }
 
 // issue sends a READ of want bytes at off for s.
@@ -279,11 +299,9 @@ func (p *pipeline) recycle(s *readSlot) {
 		return
 	}
 	p.q = p.q[1:]
-	if p.stop {
+	if p.stop || !p.issueNext(s) {
 		return
 	}
-	p.issue(s, p.next, p.size)
-	p.next += int64(p.size)
 	p.q = append(p.q, s)
 }
 

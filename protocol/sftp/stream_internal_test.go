@@ -20,6 +20,8 @@ type fakeReadServer struct {
 	status  map[int64]uint32 // a read at this offset fails with this status
 	// reordered counts the times held replies went out newest first.
 	reordered atomic.Int32
+	// reach is the furthest byte any READ asked for.
+	reach atomic.Int64
 }
 
 func (fs *fakeReadServer) serve(r io.Reader, w io.Writer) error {
@@ -100,6 +102,9 @@ func (fs *fakeReadServer) serve(r io.Reader, w io.Writer) error {
 			rest := b[5+4+1:] // handle "h"
 			off := int64(binary.BigEndian.Uint64(rest))
 			n := int64(binary.BigEndian.Uint32(rest[8:]))
+			if e := off + n; e > fs.reach.Load() {
+				fs.reach.Store(e)
+			}
 			switch code, bad := fs.status[off]; {
 			case bad:
 				held = append(held, reply{fxpStatus, status(id, code)})
@@ -164,7 +169,7 @@ func TestPipelineOutOfOrderShortReads(t *testing.T) {
 			if f.size != int64(len(data)) || f.isDir {
 				t.Fatalf("size %d, dir %v", f.size, f.isDir)
 			}
-			st := &stream{p: newPipeline(f, tc.off, tc.size, tc.depth)}
+			st := &stream{p: newPipeline(f, tc.off, -1, tc.size, tc.depth)}
 			var out bytes.Buffer
 			if tc.readFirst > 0 {
 				b := make([]byte, tc.readFirst)
@@ -200,7 +205,7 @@ func TestPipelineStatusError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st := &stream{p: newPipeline(f, 0, 4096, 6)}
+	st := &stream{p: newPipeline(f, 0, -1, 4096, 6)}
 	n, err := st.WriteTo(io.Discard)
 	var fe *fxStatusError
 	if !errors.As(err, &fe) || fe.Code != fxPermissionDenied || n != 40960 {
@@ -228,5 +233,35 @@ func TestParseAttrs(t *testing.T) {
 	}
 	if _, _, ok := parseAttrs(b[:10]); ok {
 		t.Fatal("short attrs accepted")
+	}
+}
+
+// TestPipelineStopsAtTheRangeEnd: a range-limited pipeline delivers
+// exactly the range, with short reads on the way, and asks for nothing
+// past its end.
+func TestPipelineStopsAtTheRangeEnd(t *testing.T) {
+	data := make([]byte, 1<<20)
+	_, _ = rand.Read(data)
+	for _, tc := range []struct{ off, end int64 }{{1000, 300_000}, {0, 4096 * 8}, {5, 6}} {
+		srv := &fakeReadServer{data: data, maxRead: 3001}
+		fc := fakeChannel(t, srv)
+		f, err := openRemote(fc, "/f")
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := &stream{p: newPipeline(f, tc.off, tc.end, 4096, 8)}
+		var out bytes.Buffer
+		if _, err := st.WriteTo(&out); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(out.Bytes(), data[tc.off:tc.end]) {
+			t.Fatalf("[%d, %d): %d bytes, or they differ", tc.off, tc.end, out.Len())
+		}
+		if r := srv.reach.Load(); r > tc.end {
+			t.Fatalf("[%d, %d): a read asked up to %d", tc.off, tc.end, r)
+		}
+		if !st.p.drain() || f.close() != nil {
+			t.Fatal("drain or close failed")
+		}
 	}
 }
