@@ -19,6 +19,10 @@ const (
 	// always has requests queued (measured: 16 requests of 255 KiB are a
 	// little faster than 8, 32 no faster than 16).
 	autoInFlight = 4 << 20
+	// channelWindow is the receive window of an x/crypto/ssh channel
+	// (fixed there): at most this much of a download is on its way at
+	// once, whatever the requests in flight.
+	channelWindow = 2 << 20
 	// packetOverhead bounds the bytes of an SSH_FXP_WRITE besides its
 	// data: header, request id, handle (at most 256 bytes), offset and
 	// length.

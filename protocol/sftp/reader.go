@@ -100,7 +100,10 @@ func (s *Session) openStream(ctx context.Context, fc *fxpConn, path string, offs
 	if length >= 0 && offset+length < f.size {
 		end, want = offset+length, length
 	}
-	p := newPipeline(f, offset, end, s.opts.packetSize, s.opts.concurrency)
+	// More than a channel window of requests in flight only queues them at
+	// the server, and each holds a buffer here.
+	depth := min(s.opts.concurrency, max(2, channelWindow/s.opts.packetSize))
+	p := newPipeline(f, offset, end, s.opts.packetSize, depth)
 	st := &stream{p: p}
 	return &reader{s: s, ctx: ctx, src: st, closeSrc: func(aborted bool) error {
 		return s.closeStream(fc, p, aborted)
