@@ -19,16 +19,20 @@ func TestSegmentedTransfersSurviveFaults(t *testing.T) {
 	env := testbed.Require(t)
 	src, sum := testbed.RandomFile(t, t.TempDir(), 64<<20)
 	cases := []struct {
-		tg matrixTarget
-		op string
+		tg   matrixTarget
+		op   string
+		kind faultproxy.Kind // Reset unless set
 	}{
-		{matrixTarget{"ftp-vsftpd", "ftp", env.VsftpdPlain}, "download"},
-		{matrixTarget{"ftps-vsftpd", "ftps", env.VsftpdFTPS}, "download"},
-		{matrixTarget{"ftp-proftpd", "ftp", env.Proftpd}, "download"},
-		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "download"},
-		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "upload"},
-		{matrixTarget{"sftp-proftpd", "sftp", env.ProftpdSFTP}, "upload"},
-		{matrixTarget{"ftp-vsftpd-nolock", "ftp", env.VsftpdNoLock}, "upload"},
+		{matrixTarget{"ftp-vsftpd", "ftp", env.VsftpdPlain}, "download", 0},
+		{matrixTarget{"ftps-vsftpd", "ftps", env.VsftpdFTPS}, "download", 0},
+		{matrixTarget{"ftp-proftpd", "ftp", env.Proftpd}, "download", 0},
+		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "download", 0},
+		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, "upload", 0},
+		{matrixTarget{"sftp-proftpd", "sftp", env.ProftpdSFTP}, "upload", 0},
+		{matrixTarget{"ftp-vsftpd-nolock", "ftp", env.VsftpdNoLock}, "upload", 0},
+		// A FIN from the middle of the path: vsftpd answers 226 for a
+		// range whose tail never arrived.
+		{matrixTarget{"ftp-vsftpd-nolock-fin", "ftp", env.VsftpdNoLock}, "upload", faultproxy.Close},
 	}
 	for _, c := range cases {
 		t.Run(c.tg.name+"/"+c.op, func(t *testing.T) {
@@ -38,7 +42,11 @@ func TestSegmentedTransfersSurviveFaults(t *testing.T) {
 			r.cfg.StateDir = t.TempDir()
 			// A reset every 10 MiB of file data, three times, whichever
 			// ranges carry it.
-			r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Reset, Dir: matrixDir(c.op), Ports: r.data, After: 10 << 20, Repeat: 2})
+			kind := c.kind
+			if kind == 0 {
+				kind = faultproxy.Reset
+			}
+			r.proxy.Inject(faultproxy.Fault{Kind: kind, Dir: matrixDir(c.op), Ports: r.data, After: 10 << 20, Repeat: 2})
 			remote := fmt.Sprintf("segmented-%s-%s.bin", c.tg.name, c.op)
 			res, local, err := r.transfer(t, c.op, remote, src)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openhaul/haul/protocol"
@@ -324,19 +325,22 @@ type ftpRangeSession struct {
 	inFlight int
 	// clamp makes a write past the end land at the end (pure-ftpd).
 	clamp bool
+	// finCuts makes this many range writers' Close drop what is in flight
+	// and still succeed, as a 226 after a middlebox's FIN does.
+	finCuts *atomic.Int32
 }
 
 var _ protocol.UnconfirmedRangeWriter = (*ftpRangeSession)(nil)
 
 func (f *ftpRangeSession) UnconfirmedRanges() {}
 
-func (s *fakeServer) ftpRangeDial(inFlight int, clamp bool) protocol.Dialer {
+func (s *fakeServer) ftpRangeDial(inFlight int, clamp bool, finCuts *atomic.Int32) protocol.Dialer {
 	return func(ctx context.Context) (protocol.Session, error) {
 		sess, err := s.rangeDial(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return &ftpRangeSession{rangeSession: *sess.(*rangeSession), inFlight: inFlight, clamp: clamp}, nil
+		return &ftpRangeSession{rangeSession: *sess.(*rangeSession), inFlight: inFlight, clamp: clamp, finCuts: finCuts}, nil
 	}
 }
 
@@ -349,7 +353,7 @@ func (f *ftpRangeSession) OpenRangeWriter(ctx context.Context, path string, offs
 			offset = size
 		}
 	}
-	return &bufferedRangeWriter{w: fakeRangeWriter{ctx: ctx, s: f.s, path: path, off: offset}, keep: f.inFlight}, nil
+	return &bufferedRangeWriter{w: fakeRangeWriter{ctx: ctx, s: f.s, path: path, off: offset}, keep: f.inFlight, fins: f.finCuts}, nil
 }
 
 type bufferedRangeWriter struct {
@@ -358,6 +362,9 @@ type bufferedRangeWriter struct {
 	held   []byte
 	handed int64
 	err    error
+	// fins counts Closes left that drop what is held and succeed; only
+	// writers that moved more than a probe's few KiB count.
+	fins *atomic.Int32
 }
 
 func (b *bufferedRangeWriter) Write(p []byte) (int, error) {
@@ -380,6 +387,10 @@ func (b *bufferedRangeWriter) Write(p []byte) (int, error) {
 func (b *bufferedRangeWriter) Close() error {
 	if b.err != nil {
 		return b.err
+	}
+	if b.fins != nil && b.handed > 1<<20 && b.fins.Add(-1) >= 0 {
+		b.held = nil
+		return nil
 	}
 	_, err := b.w.Write(b.held)
 	b.held = nil

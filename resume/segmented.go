@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -140,10 +141,13 @@ type segmenter struct {
 	ready map[int]protocol.Session
 	spare protocol.Session
 
-	mu       sync.Mutex // guards state and live, serializes callbacks
-	live     []int64    // per range: bytes sent by the running attempt, not yet acknowledged
-	sum      atomic.Int64
-	progress func(done, total int64)
+	mu sync.Mutex // guards state, live and abandoned, serializes callbacks
+	// abandoned is set when the state can lead nowhere: it is deleted
+	// instead of saved, so the next run starts over.
+	abandoned bool
+	live      []int64 // per range: bytes sent by the running attempt, not yet acknowledged
+	sum       atomic.Int64
+	progress  func(done, total int64)
 }
 
 func newSegmenter(op, path string, dial protocol.Dialer, cfg Config, st *sidecar) *segmenter {
@@ -240,7 +244,21 @@ func (s *segmenter) saveState() error {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.abandoned {
+		if err := os.Remove(s.statePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	}
 	return s.state.save(s.statePath)
+}
+
+// abandon makes every later saveState delete the state file.
+func (s *segmenter) abandon() {
+	s.mu.Lock()
+	s.abandoned = true
+	s.mu.Unlock()
+	_ = os.Remove(s.statePath)
 }
 
 // runSegment moves one range with its own attempts and backoff.
@@ -546,13 +564,11 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		}
 		if err := st.save(cfg.StatePath); err != nil {
 			pre.closeAll()
-			for _, sess := range ready {
-				if sess != first {
-					sess.Close()
-				}
-			}
 			if !unconfirmed {
 				return Result{}, false, first, nil // no state, no segments
+			}
+			for _, sess := range ready {
+				sess.Close()
 			}
 			return Result{}, false, nil, nil
 		}
@@ -599,7 +615,7 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 	if unconfirmed && g.Sent > 0 {
 		// The last attempt's writer acknowledged nothing: read back what
 		// landed.
-		n, err := landed(ctx, sess, s.state.Path, src, off, g.Sent, a)
+		n, err := landed(ctx, sess, s.state.Path, src, off, g.Sent, landedWindow, a)
 		if err != nil {
 			return err
 		}
@@ -627,7 +643,7 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 	if unconfirmed && off == 0 {
 		// Only a sequential writer may write at offset 0, and it would
 		// cut the other ranges: this state cannot go on.
-		_ = os.Remove(s.statePath)
+		s.abandon()
 		return &localError{op: "resume", err: fmt.Errorf("%w: the start of the segmented upload's temporary file no longer matches the source; run again to start over", ErrSourceChanged)}
 	}
 	w, err := rw.OpenRangeWriter(ctx, s.state.Path, off)
@@ -649,8 +665,19 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 		a.acked = w.Acked()
 		s.setDone(i, g.Done+a.acked)
 	case verdict == nil && localErr == nil:
-		a.acked = n // the server confirmed the whole transfer
-		s.setDone(i, g.Done+n)
+		// The server confirmed the transfer, which for FTP only means the
+		// data connection ended: read back the range's tail to be sure.
+		a.acked = n
+		got, err := landed(ctx, sess, s.state.Path, src, off, n, confirmWindow, a)
+		if err != nil {
+			s.setSent(i, n)
+			return err
+		}
+		s.setLanded(i, g.Done+got)
+		if got != n {
+			return &protocol.Error{Op: "write", Path: s.path, Kind: protocol.ErrTransient,
+				Err: fmt.Errorf("segment %d: %d bytes confirmed, %d landed", i, n, got)}
+		}
 	default:
 		a.acked = w.Acked() // handed over; what landed is read back next
 		s.setSent(i, a.acked)
@@ -712,6 +739,9 @@ func copyRange(w io.Writer, rd io.Reader, n int64) (int64, error) {
 type predial struct {
 	ch      chan dialed
 	pending int
+	// cancel ends the logins still running (their sessions are not
+	// wanted any more).
+	cancel context.CancelFunc
 }
 
 type dialed struct {
@@ -722,7 +752,8 @@ type dialed struct {
 // startPredial starts k logins; each ends when dial returns (ctx bounds
 // them).
 func startPredial(ctx context.Context, dial protocol.Dialer, k int) *predial {
-	p := &predial{ch: make(chan dialed, max(k, 0)), pending: max(k, 0)}
+	ctx, cancel := context.WithCancel(ctx)
+	p := &predial{ch: make(chan dialed, max(k, 0)), pending: max(k, 0), cancel: cancel}
 	for range p.pending {
 		go func() {
 			sess, err := dial(ctx)
@@ -754,6 +785,7 @@ func (p *predial) rest() []protocol.Session {
 			out = append(out, d.sess)
 		}
 	}
+	p.cancel() // every login has ended: release the context
 	return out
 }
 
@@ -769,8 +801,9 @@ func (p *predial) assign(s *segmenter, first int) {
 	}
 }
 
-// closeAll closes every session that logs in.
+// closeAll ends the logins still running and closes every session.
 func (p *predial) closeAll() {
+	p.cancel()
 	for _, sess := range p.rest() {
 		sess.Close()
 	}

@@ -3,9 +3,11 @@ package resume_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -160,7 +162,7 @@ func TestSegmentedUnconfirmedUploadReadsBack(t *testing.T) {
 	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
 	const inFlight = 300_000
-	res, err := resume.Upload(context.Background(), s.ftpRangeDial(inFlight, false), memSrc(src), "f", cfg)
+	res, err := resume.Upload(context.Background(), s.ftpRangeDial(inFlight, false, nil), memSrc(src), "f", cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +187,7 @@ func TestSegmentedUnconfirmedUploadProbeFallsBack(t *testing.T) {
 	src := randomBytes(4 << 20)
 	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
-	res, err := resume.Upload(context.Background(), s.ftpRangeDial(0, true), memSrc(src), "f", cfg)
+	res, err := resume.Upload(context.Background(), s.ftpRangeDial(0, true, nil), memSrc(src), "f", cfg)
 	if err != nil || !bytes.Equal(s.file("f"), src) || res.Segments > 1 {
 		t.Fatalf("err=%v res=%+v", err, res)
 	}
@@ -202,4 +204,74 @@ func segmentedCfg(t *testing.T) resume.Config {
 	cfg.MinSegmentSize = 1 << 20
 	cfg.StatePath = filepath.Join(t.TempDir(), "state")
 	return cfg
+}
+
+// TestSegmentedUnconfirmedUploadChecksConfirmedRanges: a range writer
+// whose transfer is confirmed although its last bytes never landed (an
+// FTP 226 after a middlebox's FIN) must not leave a hole.
+func TestSegmentedUnconfirmedUploadChecksConfirmedRanges(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(8 << 20)
+	cfg := segmentedCfg(t)
+	cfg.TempPath = "f.part"
+	var fins atomic.Int32
+	fins.Store(2)
+	res, err := resume.Upload(context.Background(), s.ftpRangeDial(200_000, false, &fins), memSrc(src), "f", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) {
+		t.Fatal("content differs")
+	}
+	if fins.Load() > 0 || res.Attempts < 3 {
+		t.Fatalf("the FIN cuts did not fire or were not noticed: %+v", res)
+	}
+}
+
+// TestSegmentedUnconfirmedUploadAbandonsDeadState: when range 0's partial
+// no longer matches the source, an FTP-like upload cannot rewrite it (a
+// write at offset 0 would cut the other ranges): the run fails, its state
+// file is gone, and the next run starts over and succeeds.
+func TestSegmentedUnconfirmedUploadAbandonsDeadState(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(8 << 20)
+	cfg := segmentedCfg(t)
+	cfg.TempPath = "f.part"
+	dial := s.ftpRangeDial(0, false, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	first := cfg
+	first.Progress = func(done, total int64) {
+		if done >= 4<<20 {
+			cancel()
+		}
+	}
+	if _, err := resume.Upload(ctx, dial, memSrc(src), "f", first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	b, err := os.ReadFile(cfg.StatePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Segments []struct{ Start, Done, Sent int64 }
+	}
+	if err := json.Unmarshal(b, &st); err != nil || len(st.Segments) != 4 {
+		t.Fatalf("state %s: %v", b, err)
+	}
+	// Range 0: its last bytes differ from the source, and nothing after
+	// them landed.
+	done := st.Segments[0].Done
+	part := s.file("f.part.seg")
+	clear(part[done : done+st.Segments[0].Sent])
+	part[done-1] ^= 0xff
+	s.put("f.part.seg", part)
+	if _, err := resume.Upload(context.Background(), dial, memSrc(src), "f", cfg); !errors.Is(err, resume.ErrSourceChanged) {
+		t.Fatalf("second run: %v", err)
+	}
+	if _, err := os.Stat(cfg.StatePath); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the dead state file is still there")
+	}
+	if _, err := resume.Upload(context.Background(), dial, memSrc(src), "f", cfg); err != nil || !bytes.Equal(s.file("f"), src) {
+		t.Fatalf("third run: %v", err)
+	}
 }

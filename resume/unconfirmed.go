@@ -50,6 +50,10 @@ const (
 	// landedWindow is the first span read back after a failed range
 	// attempt; it doubles until it holds proof.
 	landedWindow = 1 << 20
+	// confirmWindow is the first span read back after a range writer's
+	// transfer was confirmed: FTP's 226 only says the data connection
+	// ended, which a middlebox's FIN also does.
+	confirmWindow = 64 << 10
 )
 
 // errNoConcurrentWriters reports a server that let a second writer wait
@@ -58,7 +62,7 @@ var errNoConcurrentWriters = errors.New("the server lets one connection at a tim
 
 // errProbeSize reports a range write past the end that did not land at its
 // offset.
-var errProbeSize = errors.New("a write past the end did not land at its offset")
+var errProbeSize = errors.New("range writes did not land where they were sent")
 
 // probeFailed marks an error of the probe; it has no Unwrap, so the runner
 // does not retry it and the upload falls back to a single stream.
@@ -152,16 +156,36 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 			return fail(err)
 		}
 		a.dog.touch()
-		info, err := sess.Stat(ctx, st.Path)
+		want := segs[last].Start + cLast
+		if err := probeSize(ctx, sess, st.Path, want); err != nil {
+			return fail(err)
+		}
+		// A write that starts below the end must leave the end alone
+		// (no server may cut the file at the REST offset).
+		w, err = rw.OpenRangeWriter(ctx, st.Path, seed+c0)
 		if err != nil {
 			return fail(err)
 		}
-		if want := segs[last].Start + cLast; info.Size != want {
-			return fail(fmt.Errorf("%w: the file is %d bytes, want %d", errProbeSize, info.Size, want))
+		if err := fillSpan(w, src, seed+c0, 0); err != nil {
+			return fail(err)
+		}
+		if err := probeSize(ctx, sess, st.Path, want); err != nil {
+			return fail(err)
+		}
+		// The start must hold what was sent: a 226 alone does not prove it.
+		same, err := a.sameRange(ctx, sess, st.Path, src, 0, seed+c0)
+		if err != nil {
+			return fail(err)
+		}
+		if !same {
+			return fail(fmt.Errorf("%w: the first %d bytes differ from the source", errProbeSize, seed+c0))
 		}
 		a.keep = true
 		return nil
 	})
+	if err != nil {
+		pre.cancel()
+	}
 	others := pre.rest()
 	if err != nil {
 		for _, sess := range append(others, second) {
@@ -185,6 +209,18 @@ func probeRanges(ctx context.Context, dial protocol.Dialer, first protocol.Sessi
 	return ready, nil
 }
 
+// probeSize fails unless path is want bytes long.
+func probeSize(ctx context.Context, sess protocol.Session, path string, want int64) error {
+	info, err := sess.Stat(ctx, path)
+	if err != nil {
+		return err
+	}
+	if info.Size != want {
+		return fmt.Errorf("%w: the file is %d bytes, want %d", errProbeSize, info.Size, want)
+	}
+	return nil
+}
+
 // fillSpan sends src's bytes [off, off+n) to w and closes it; nil means
 // the server confirmed them.
 func fillSpan(w protocol.Writer, src io.ReaderAt, off, n int64) error {
@@ -199,17 +235,17 @@ func fillSpan(w protocol.Writer, src io.ReaderAt, off, n int64) error {
 
 // landed reads back the sent bytes after off in path and returns how many
 // of them, counted from off, are known to hold the source's bytes (see the
-// comment at the top of this file). It reads the last landedWindow bytes
-// first and widens towards off until a matching non-zero byte proves how
-// far the server wrote.
-func landed(ctx context.Context, sess protocol.Session, path string, src io.ReaderAt, off, sent int64, a *attempt) (int64, error) {
+// comment at the top of this file). It reads the last window bytes first
+// and widens towards off until a matching non-zero byte proves how far the
+// server wrote.
+func landed(ctx context.Context, sess protocol.Session, path string, src io.ReaderAt, off, sent, window int64, a *attempt) (int64, error) {
 	info, err := sess.Stat(ctx, path)
 	if err != nil {
 		return 0, err
 	}
 	// Nothing past the remote's end landed.
 	sent = max(0, min(sent, info.Size-off))
-	w := min(sent, landedWindow)
+	w := min(sent, window)
 	for sent > 0 {
 		lo := off + sent - w
 		proof, firstBad, err := scanLanded(ctx, sess, path, src, lo, off+sent, a)
