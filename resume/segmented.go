@@ -391,7 +391,7 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 	}
 	s := newSegmenter("download", path, dial, cfg, st)
 	s.ready[0] = first
-	pre.assign(s, 1)
+	pre.assign(s)
 	s.durable = dst.Sync
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return downloadRange(ctx, sess, a, s, dst, i, g)
@@ -577,11 +577,7 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 	for i, sess := range ready {
 		s.ready[i] = sess
 	}
-	if len(ready) == 1 {
-		pre.assign(s, 1) // after range 0's session
-	} else {
-		pre.assign(s, 0) // from an earlier run's state: every range may need one
-	}
+	pre.assign(s)
 	s.attempt = func(ctx context.Context, sess protocol.Session, a *attempt, i int, g segState) error {
 		return uploadRange(ctx, sess, a, s, src, i, g)
 	}
@@ -789,11 +785,15 @@ func (p *predial) rest() []protocol.Session {
 	return out
 }
 
-// assign hands the sessions left to ranges first, first+1, ... of s, and
-// closes any beyond the last range.
-func (p *predial) assign(s *segmenter, first int) {
-	for k, sess := range p.rest() {
-		if i := first + k; i < len(s.state.Segments) {
+// assign hands the sessions left to the ranges of s that have none yet,
+// in order, and closes any left over.
+func (p *predial) assign(s *segmenter) {
+	i := 0
+	for _, sess := range p.rest() {
+		for i < len(s.state.Segments) && s.ready[i] != nil {
+			i++
+		}
+		if i < len(s.state.Segments) {
 			s.ready[i] = sess
 		} else {
 			sess.Close()
