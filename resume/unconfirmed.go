@@ -1,7 +1,6 @@
 package resume
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -263,12 +262,9 @@ func landed(ctx context.Context, sess protocol.Session, path string, src io.Read
 	return 0, nil
 }
 
-// scanLanded compares the remote's bytes [lo, hi) with src's. proof is the
-// offset of the last byte that matches and is not zero (-1 if none);
-// firstBad the first offset after proof (or after lo, without proof) whose
-// byte differs or is missing (-1 if none).
+// scanLanded compares the remote's bytes [lo, hi) with src's (see
+// compareStream).
 func scanLanded(ctx context.Context, sess protocol.Session, path string, src io.ReaderAt, lo, hi int64, a *attempt) (proof, firstBad int64, err error) {
-	proof, firstBad = -1, -1
 	rd, err := sess.OpenReader(ctx, path, lo)
 	if err != nil {
 		return 0, 0, err
@@ -276,51 +272,5 @@ func scanLanded(ctx context.Context, sess protocol.Session, path string, src io.
 	// Closing before the end aborts the transfer; what the server says
 	// about that abort does not change what was read.
 	defer rd.Close()
-	const chunk = 256 << 10
-	rb, lb := make([]byte, chunk), make([]byte, chunk)
-	for off := lo; off < hi; {
-		k := int(min(hi-off, chunk))
-		got, rerr := io.ReadFull(rd, rb[:k])
-		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
-			return 0, 0, rerr
-		}
-		if _, err := src.ReadAt(lb[:k], off); err != nil {
-			return 0, 0, &localError{op: "read", err: err}
-		}
-		a.dog.touch()
-		if got == k && bytes.Equal(rb[:k], lb[:k]) {
-			if j := lastNonZero(lb[:k]); j >= 0 {
-				proof, firstBad = off+int64(j), -1
-			}
-		} else {
-			for j := 0; j < k; j++ {
-				switch {
-				case j >= got || rb[j] != lb[j]:
-					if firstBad < 0 {
-						firstBad = off + int64(j)
-					}
-				case lb[j] != 0:
-					proof, firstBad = off+int64(j), -1
-				}
-			}
-		}
-		if got < k { // the remote ends here: nothing after it landed
-			if firstBad < 0 {
-				firstBad = off + int64(got)
-			}
-			return proof, firstBad, nil
-		}
-		off += int64(k)
-	}
-	return proof, firstBad, nil
-}
-
-// lastNonZero returns the index of p's last non-zero byte, or -1.
-func lastNonZero(p []byte) int {
-	for j := len(p) - 1; j >= 0; j-- {
-		if p[j] != 0 {
-			return j
-		}
-	}
-	return -1
+	return compareStream(rd, src, lo, hi, a, false)
 }

@@ -129,29 +129,66 @@ func (a *attempt) sameRange(ctx context.Context, sess protocol.Session, path str
 
 // equalStream compares the next n bytes of r with local from offset off.
 func equalStream(r io.Reader, local io.ReaderAt, off, n int64, a *attempt) (bool, error) {
+	_, bad, err := compareStream(r, local, off, off+n, a, true)
+	return err == nil && bad < 0, err
+}
+
+// compareStream compares the next hi-lo bytes of r with local's bytes
+// [lo, hi). proof is the offset of the last byte that matches and is not
+// zero (-1 if none); firstBad the first offset after proof (or after lo,
+// without proof) whose byte differs or is missing, -1 if none. With
+// stopAtBad it returns at the first such byte (proof is then meaningless).
+func compareStream(r io.Reader, local io.ReaderAt, lo, hi int64, a *attempt, stopAtBad bool) (proof, firstBad int64, err error) {
+	proof, firstBad = -1, -1
 	const chunk = 256 << 10
 	rb, lb := make([]byte, chunk), make([]byte, chunk)
-	for n > 0 {
-		k := int(min(n, chunk))
-		if _, err := io.ReadFull(r, rb[:k]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return false, nil // the remote is shorter: not the same
-			}
-			return false, err
+	for off := lo; off < hi; {
+		k := int(min(hi-off, chunk))
+		got, rerr := io.ReadFull(r, rb[:k])
+		if rerr != nil && !errors.Is(rerr, io.EOF) && !errors.Is(rerr, io.ErrUnexpectedEOF) {
+			return 0, 0, rerr
 		}
 		if _, err := local.ReadAt(lb[:k], off); err != nil {
-			return false, &localError{op: "read", err: err}
-		}
-		if !bytes.Equal(rb[:k], lb[:k]) {
-			return false, nil
+			return 0, 0, &localError{op: "read", err: err}
 		}
 		if a != nil {
 			a.dog.touch()
 		}
+		if got == k && bytes.Equal(rb[:k], lb[:k]) {
+			if j := lastNonZero(lb[:k]); j >= 0 {
+				proof, firstBad = off+int64(j), -1
+			}
+		} else {
+			for j := 0; j < k; j++ {
+				switch {
+				case j >= got || rb[j] != lb[j]:
+					if firstBad < 0 {
+						firstBad = off + int64(j)
+					}
+					if stopAtBad {
+						return proof, firstBad, nil
+					}
+				case lb[j] != 0:
+					proof, firstBad = off+int64(j), -1
+				}
+			}
+		}
+		if got < k { // the remote ends here: nothing after it is there
+			return proof, firstBad, nil
+		}
 		off += int64(k)
-		n -= int64(k)
 	}
-	return true, nil
+	return proof, firstBad, nil
+}
+
+// lastNonZero returns the index of p's last non-zero byte, or -1.
+func lastNonZero(p []byte) int {
+	for j := len(p) - 1; j >= 0; j-- {
+		if p[j] != 0 {
+			return j
+		}
+	}
+	return -1
 }
 
 // verifyContent proves that the remote path holds exactly the size bytes
