@@ -113,9 +113,14 @@ def main() -> None:
           "ratio = median over rounds of A/peer (>1: A faster); range = min-max of those.")
     print()
     table(head, rows, {4, 5, 6, 7})
+    print_notes("notes (failed runs are x and not counted; haul runs flagged here needed a resume):", notes)
+
+
+def print_notes(title, notes):
+    """Print the notes under title, if there are any."""
     if notes:
         print()
-        print("notes (failed runs are x and not counted; haul runs flagged here needed a resume):")
+        print(title)
         for n in notes:
             print("  " + n)
 
@@ -219,11 +224,7 @@ def cuts(runs, size, header):
     print()
     table(head, rows, set(range(4, len(head))))
     notes = failures(runs)
-    if notes:
-        print()
-        print("notes (failed runs are x and not counted):")
-        for n in notes:
-            print("  " + n)
+    print_notes("notes (failed runs are x and not counted):", notes)
 
 
 def rss(runs, size, header):
@@ -247,11 +248,7 @@ def rss(runs, size, header):
     print()
     table(head, rows, {3})
     notes = failures(runs)
-    if notes:
-        print()
-        print("notes (failed runs are x):")
-        for n in notes:
-            print("  " + n)
+    print_notes("notes (failed runs are x):", notes)
 
 
 def fmt(d, k):
