@@ -54,6 +54,11 @@ var (
 
 	// ErrUnsupported marks an operation the server or protocol cannot do.
 	ErrUnsupported = errors.New("operation not supported")
+
+	// ErrProtocol marks a server that broke the protocol: a reply no
+	// correct server sends (a negative size, an oversized reply). It is
+	// not retried: the same server would say the same.
+	ErrProtocol = errors.New("protocol violation by the server")
 )
 
 // subKind is a kind that also matches a broader kind.

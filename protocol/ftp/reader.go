@@ -118,12 +118,17 @@ func (r *reader) Read(p []byte) (int, error) {
 
 // Close aborts the transfer if it is still running (closing the data
 // connection and reading the server's 426/451, which is expected then) and
-// releases the Session for the next operation.
+// releases the Session for the next operation. Once the reader's ctx is
+// cancelled, Close returns an error matching context.Cause(ctx) and the
+// Session is unusable, whatever the reads had returned.
 func (r *reader) Close() error {
 	if r.closed {
 		return r.closeErr
 	}
 	r.closed = true
+	// As in writer.Close: abort now rather than when ctx's AfterFunc gets
+	// to run, or the server's 426/226 would make the verdict nil.
+	cancelled := r.s.abortIfCancelled(r.ctx)
 	if r.resp != nil && !r.finished {
 		r.finished = true
 		cerr := r.resp.Close()
@@ -142,6 +147,8 @@ func (r *reader) Close() error {
 			r.closeErr = r.s.fail(r.ctx, failure{op: r.f.op, path: r.f.path, verb: "RETR", started: true}, cerr)
 		}
 	}
-	r.s.end()
+	if r.s.end() || cancelled {
+		r.closeErr = r.s.wrapErr(r.ctx, r.f, context.Cause(r.ctx))
+	}
 	return r.closeErr
 }

@@ -67,7 +67,7 @@ type Session struct {
 	data     net.Conn // raw TCP connection of the current transfer
 	dialCtx  context.Context
 	busy     bool
-	stop     func() bool // AfterFunc stop of the operation in progress
+	stop     func() bool // afterCancel stop of the operation in progress
 	writer   *writer
 	home     string // login directory, fetched lazily
 	hashes   hashSupport
@@ -284,8 +284,32 @@ func (s *Session) begin(ctx context.Context, f failure) error {
 	}
 	s.busy = true
 	s.dialCtx = ctx
-	s.stop = context.AfterFunc(ctx, func() { s.kill(context.Cause(ctx)) })
+	s.stop = afterCancel(ctx, func() { s.kill(context.Cause(ctx)) })
 	return nil
+}
+
+// afterCancel is context.AfterFunc(ctx, f) whose stop also waits for f when
+// ctx fired first, and gives every caller the same answer: false when f
+// ran (ctx was done before the first stop), true when it never will.
+// context.AfterFunc runs f in a goroutine of its own, so without the wait
+// whoever calls stop after a cancellation would race that goroutine.
+func afterCancel(ctx context.Context, f func()) (stop func() bool) {
+	ran := make(chan struct{})
+	stopAF := context.AfterFunc(ctx, func() {
+		defer close(ran)
+		f()
+	})
+	var once sync.Once
+	var stopped bool
+	return func() bool {
+		once.Do(func() {
+			stopped = stopAF()
+			if !stopped {
+				<-ran
+			}
+		})
+		return stopped
+	}
 }
 
 // beginTransfer checks a transfer's path and offset (f.path, f.offset),
@@ -300,15 +324,27 @@ func (s *Session) beginTransfer(ctx context.Context, f failure) error {
 	return s.begin(ctx, f)
 }
 
-// end marks the end of the operation started by begin.
-func (s *Session) end() {
+// end marks the end of the operation started by begin. It reports whether
+// the operation's ctx was cancelled before it ended; the session has then
+// been killed (by the time end returns, not merely soon after).
+func (s *Session) end() (cancelled bool) {
 	s.mu.Lock()
 	stop := s.stop
 	s.busy, s.dialCtx, s.stop, s.writer = false, nil, nil, nil
 	s.mu.Unlock()
-	if stop != nil {
-		stop()
+	return stop != nil && !stop()
+}
+
+// abortIfCancelled kills the session at once when ctx is done and reports
+// whether it did. The AfterFunc set by begin does the same, but in a
+// goroutine that may not have run yet: a reader or writer that decides its
+// verdict must not depend on it.
+func (s *Session) abortIfCancelled(ctx context.Context) bool {
+	if ctx.Err() == nil {
+		return false
 	}
+	s.kill(context.Cause(ctx))
+	return true
 }
 
 // kill makes the session unusable and closes its connections.

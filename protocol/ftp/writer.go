@@ -233,19 +233,34 @@ func (w *writer) ReadFrom(r io.Reader) (int64, error) {
 }
 
 // Close ends the data stream and waits for the server's final reply; it
-// returns nil only when the server confirmed the transfer (226).
+// returns nil only when the server confirmed the transfer (226) and the
+// writer's ctx was not cancelled. Once ctx is cancelled, Close aborts the
+// transfer instead of ending the stream, and returns an error matching
+// context.Cause(ctx); so does a cancellation that arrives while Close waits.
+// The session is unusable afterwards in both cases.
 func (w *writer) Close() error {
 	if w.closed {
 		return w.closeErr
 	}
 	w.closed = true
-	select {
-	case w.jobs <- job{eof: true}:
-	case <-w.done:
+	// Do not leave the abort to ctx's AfterFunc: it runs in a goroutine
+	// of its own, and ending the stream before it runs lets the server
+	// confirm the upload (226), which Close would report as a success.
+	if !w.s.abortIfCancelled(w.ctx) {
+		select {
+		case w.jobs <- job{eof: true}:
+		case <-w.done:
+		}
 	}
 	<-w.done
 	w.s.clearDeadline()
-	w.closeErr = w.s.fail(w.ctx, w.failure(), w.result)
-	w.s.end()
+	f := w.failure()
+	w.closeErr = w.s.fail(w.ctx, f, w.result)
+	if w.s.end() && w.closeErr == nil {
+		// ctx was cancelled after the stream ended: the 226 may have
+		// come first, but ctx bounds the writer's whole life and the
+		// session is gone; the cancellation wins, as in wrapErr.
+		w.closeErr = f.wrap(context.Cause(w.ctx))
+	}
 	return w.closeErr
 }
