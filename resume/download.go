@@ -2,6 +2,7 @@ package resume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -12,7 +13,6 @@ import (
 )
 
 // LocalFile is the destination of a download: an *os.File satisfies it.
-// Its current size is the resume point.
 type LocalFile interface {
 	io.WriterAt
 	io.ReaderAt
@@ -24,45 +24,61 @@ type LocalFile interface {
 // Download fetches remotePath into dst, resuming after failures until dst
 // holds exactly the remote file.
 //
-// Each attempt resumes at dst's current size, after checking that the
-// remote file still has the size and modification time it had on the first
-// attempt; if it changed, the download starts again from zero rather than
-// splice two versions. The resumed stream starts Config.Overlap bytes
-// early and those bytes must equal dst's tail, else the download restarts
-// from zero. A dst larger than the remote file also starts again from
-// zero. Success is reported only after dst was synced, its size equals the
-// remote size and its content verified by Config.Verify. The error, if
-// any, is an *Error.
+// Only bytes the engine can prove are resumed. Within one call, those are
+// the bytes an earlier attempt wrote from a stream whose start was proven;
+// across calls (another process, after a crash), those recorded in
+// Config.StatePath together with the remote file's size and modification
+// time, which must not have changed, or else proven by a server-side hash
+// of the partial. Anything else in dst is discarded and the download
+// starts from zero. Each resumed stream starts Config.Overlap bytes early
+// (more when those bytes are all one value, which proves nothing) and
+// those bytes must equal dst's, else the download restarts from zero. A
+// stream longer than the remote size says the server did not start where
+// it was asked to (an FTP server that ignores REST): its bytes are dropped
+// and the download starts again from zero, once. Success is reported only
+// after dst was synced, its size equals the remote size and its content
+// verified by Config.Verify. The error, if any, is an *Error.
 func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst LocalFile, cfg Config) (Result, error) {
 	if err := protocol.CheckPath(remotePath); err != nil {
 		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
 	cfg = cfg.withLimiter()
+	d := &download{dst: dst, path: remotePath, size: -1, proven: -1, statePath: cfg.StatePath}
 	var pending protocol.Session
 	if cfg.StatePath != "" && cfg.Segments != 1 {
-		res, done, first, err := maybeSegmented(ctx, dial, remotePath, dst, cfg)
+		res, done, first, noResume, err := maybeSegmented(ctx, dial, remotePath, dst, cfg)
 		if done {
-			return res, err
+			return res, settleState(cfg.StatePath, err)
 		}
-		pending = first
+		pending, d.noResume = first, noResume
 	}
-	d := &download{dst: dst, path: remotePath, size: -1}
 	r := newRunner("download", remotePath, dial, cfg)
 	r.pending = pending
 	r.res.StartOffset = -1
-	r.committed = func() int64 { n, _ := d.localSize(); return n }
-	return r.run(ctx, d.attempt)
+	r.committed = func() int64 { return max(d.proven, 0) }
+	res, err := r.run(ctx, d.attempt)
+	return res, settleState(cfg.StatePath, err)
+}
+
+// settleState removes the state file of a transfer that succeeded, or
+// whose result failed verification (a partial that failed may never be
+// resumed as if it were good), and keeps it otherwise.
+func settleState(path string, err error) error {
+	if err == nil || errors.Is(err, ErrVerify) {
+		removeState(path)
+	}
+	return err
 }
 
 // maybeSegmented runs a segmented download when a state file from an
 // earlier segmented run exists or the file and link call for one; done is
 // false when a single stream should be used, which may go on with the
-// returned logged-in session (first).
-func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, cfg Config) (res Result, done bool, first protocol.Session, err error) {
+// returned logged-in session (first), and noResume tells it the server
+// does not start a stream at the offset it is asked for.
+func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, cfg Config) (res Result, done bool, first protocol.Session, noResume bool, err error) {
 	st, stErr := loadSidecar(cfg.StatePath)
-	local, _ := dst.Stat()
-	if stErr != nil && local != nil && local.Size() > 0 {
-		return Result{}, false, nil, nil // a single-stream partial: resume it as such
+	if local, _ := dst.Stat(); local != nil && local.Size() > 0 && (stErr != nil || len(st.Segments) == 1) {
+		return Result{}, false, nil, false, nil // a single-stream partial: the single stream proves or drops it
 	}
 	// With a segment count asked for, the other ranges log in while the
 	// probe runs.
@@ -70,27 +86,84 @@ func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst 
 	info, rtt, first, res, err := probe(ctx, dial, path, cfg)
 	if err != nil {
 		pre.closeAll()
-		return res, true, nil, err
+		return res, true, nil, false, err
 	}
 	n := chooseSegments(cfg, info.Size, rtt)
-	if stErr == nil && st.Path == path && st.Size == info.Size && st.ModTime.Equal(info.ModTime) {
+	if stErr == nil && len(st.Segments) > 1 && st.matches(path, info.Size, info.ModTime, 0) {
 		n = len(st.Segments)
+	}
+	if n > 1 {
+		// Every range but the first starts at an offset: the server must
+		// honour one, which only the length of a stream proves whatever
+		// the file holds.
+		if perr := probeOffset(ctx, first, path, info.Size, cfg); perr != nil {
+			if !errors.Is(perr, errMisaligned) {
+				pre.closeAll()
+				first.Close()
+				return Result{}, true, nil, false, &Error{Op: "download", Path: path, Err: perr}
+			}
+			cfg.logger().Warn("the server does not read from an offset: one stream from zero", "path", path, "err", perr)
+			if cfg.OnEvent != nil {
+				cfg.OnEvent(Event{Kind: EventSingleStream, Reason: perr.Error()})
+			}
+			pre.closeAll()
+			_ = os.Remove(cfg.StatePath)
+			return Result{}, false, first, true, nil
+		}
 	}
 	if n <= 1 {
 		pre.closeAll()
 		_ = os.Remove(cfg.StatePath)
-		return Result{}, false, first, nil
+		return Result{}, false, first, false, nil
 	}
 	res, err = downloadSegments(ctx, dial, path, dst, info, n, first, pre, cfg)
-	return res, true, nil, err
+	return res, true, nil, false, err
+}
+
+// errMisaligned reports a stream that did not start at the offset it was
+// asked for: the server ignored it (an FTP server that answers REST and
+// sends from zero).
+var errMisaligned = errors.New("the server did not start the stream at the offset asked for")
+
+// probeOffset reads the last bytes of path from an offset on sess: a
+// server that ignores the offset sends more than are left.
+func probeOffset(ctx context.Context, sess protocol.Session, path string, size int64, cfg Config) error {
+	tail := min(int64(probeChunk), size-1)
+	if tail <= 0 {
+		return nil
+	}
+	pctx, cancel := context.WithTimeout(ctx, cfg.stallTimeout())
+	defer cancel()
+	rd, err := sess.OpenReader(pctx, path, size-tail)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(io.Discard, io.LimitReader(rd, tail+1))
+	_ = rd.Close() // an early close aborts the stream; what was read is known
+	switch {
+	case n > tail:
+		return fmt.Errorf("%w: asked for the last %d bytes, got more", errMisaligned, tail)
+	case err != nil:
+		return err
+	}
+	return nil
 }
 
 type download struct {
-	dst  LocalFile
-	path string
-	// size and mtime fingerprint the remote file as first seen.
+	dst       LocalFile
+	path      string
+	statePath string
+	// size and mtime fingerprint the remote file as last seen; size is -1
+	// before the first attempt.
 	size  int64
 	mtime time.Time
+	// proven is how many bytes at the start of dst are known to hold the
+	// remote file's bytes; -1 before the first attempt.
+	proven int64
+	// saved is the Done of the state file as last written, -1 if none.
+	saved int64
+	// noResume is set once the server was seen to ignore an offset.
+	noResume bool
 }
 
 func (d *download) localSize() (int64, error) {
@@ -99,6 +172,41 @@ func (d *download) localSize() (int64, error) {
 		return 0, &localError{op: "stat", err: err}
 	}
 	return fi.Size(), nil
+}
+
+// record makes dst durable and records that its first done bytes are the
+// remote file's. It is a no-op without a state path.
+func (d *download) record(done int64) error {
+	if d.statePath == "" {
+		return nil
+	}
+	if err := d.dst.Sync(); err != nil {
+		return &localError{op: "sync", err: err}
+	}
+	if err := single(d.path, d.size, d.mtime, done).save(d.statePath); err != nil {
+		return &localError{op: "write state", err: err}
+	}
+	d.saved = done
+	return nil
+}
+
+// provenAtStart returns how much of a partial left by an earlier process
+// can be resumed: what its state file records for this remote file, or
+// all of it when a server-side hash proves it; else 0.
+func (d *download) provenAtStart(ctx context.Context, sess protocol.Session, a *attempt, local int64) (int64, error) {
+	if local == 0 {
+		return 0, nil
+	}
+	if st, err := loadSidecar(d.statePath); err == nil && st.matches(d.path, d.size, d.mtime, 1) {
+		d.saved = st.Segments[0].Done
+		return min(st.Segments[0].Done, local), nil
+	}
+	n := min(local, d.size)
+	if ok, err := a.hashProves(ctx, sess, d.path, d.dst, n); err != nil || ok {
+		return n, err
+	}
+	a.r.restart(a, "nothing proves the local partial was written from this remote file (no matching state file)")
+	return 0, nil
 }
 
 func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attempt) error {
@@ -110,36 +218,62 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 	if info.IsDir {
 		return &protocol.Error{Op: "stat", Path: d.path, Kind: protocol.ErrInvalidPath, Err: fmt.Errorf("is a directory")}
 	}
+	if info.Size < 0 {
+		return &protocol.Error{Op: "stat", Path: d.path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", info.Size)}
+	}
 	a.dog.touch()
 	local, err := d.localSize()
 	if err != nil {
 		return err
 	}
-	changed := d.size >= 0 && (info.Size != d.size || (!d.mtime.IsZero() && !info.ModTime.Equal(d.mtime)))
+	first := d.size < 0
+	changed := !first && (info.Size != d.size || (!d.mtime.IsZero() && !info.ModTime.Equal(d.mtime)))
 	d.size, d.mtime = info.Size, info.ModTime
 	r.res.Size = info.Size
-	if changed || local > info.Size {
-		reason := "remote file changed between attempts"
-		if !changed {
-			reason = fmt.Sprintf("local partial (%d) is larger than the remote file (%d)", local, info.Size)
+	if first {
+		d.saved = -1
+		if d.proven, err = d.provenAtStart(ctx, sess, a, local); err != nil {
+			return err
 		}
-		r.restart(a, reason)
-		if err := d.dst.Truncate(0); err != nil {
+	}
+	off := min(d.proven, local, info.Size)
+	switch {
+	case changed && off > 0:
+		r.restart(a, "remote file changed between attempts")
+		off = 0
+	case d.noResume && off > 0 && off < info.Size:
+		r.restart(a, "the server does not start a stream at an offset: restarting from zero")
+		off = 0
+	}
+	if off < local {
+		if err := d.dst.Truncate(off); err != nil {
 			return &localError{op: "truncate", err: err}
 		}
-		local = 0
 	}
-	if local == info.Size {
-		a.start(local)
+	d.proven = off
+	if d.saved != off || changed || first {
+		// The record names this remote file before a byte is written.
+		if err := d.record(off); err != nil {
+			return err
+		}
+	}
+	if off == info.Size {
+		a.start(off)
 		return d.finish(ctx, sess, a)
 	}
-	k := min(r.cfg.overlap(), local)
-	rd, err := sess.OpenReader(ctx, d.path, local-k)
+	k, informative, err := proofWindow(d.dst, off, r.cfg.overlap())
 	if err != nil {
 		return err
 	}
+	rd, err := sess.OpenReader(ctx, d.path, off-k)
+	if err != nil {
+		return err
+	}
+	// A stream from zero needs no proof; a resumed one is proven by a
+	// window that holds more than one byte value, else only by its length.
+	aligned := off == 0 || informative
 	if k > 0 {
-		same, err := equalStream(rd, d.dst, local-k, k, a)
+		same, err := equalStream(rd, d.dst, off-k, k, a)
 		if err != nil {
 			rd.Close()
 			return err
@@ -150,33 +284,61 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 			if err := d.dst.Truncate(0); err != nil {
 				return &localError{op: "truncate", err: err}
 			}
-			local = 0
+			off, d.proven, aligned = 0, 0, true
+			if err := d.record(0); err != nil {
+				return err
+			}
 			if rd, err = sess.OpenReader(ctx, d.path, 0); err != nil {
 				return err
 			}
 		}
 	}
-	if local > 0 && a.n > 1 {
+	if off > 0 && a.n > 1 {
 		r.res.Resumes++
 	}
-	m := a.start(local)
+	m := a.start(off)
 	var localErr error
-	w := &countingWriter{w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, local), err: &localErr}, f: d.dst, off: local}, m: m}
+	w := &countingWriter{w: &capWriter{n: info.Size - off, w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, off), err: &localErr}, f: d.dst, off: off}}, m: m}
+	var cp *checkpoints
+	if aligned && d.statePath != "" {
+		cp = startCheckpoints(func() { _ = d.record(off + m.n.Load()) })
+	}
 	n, copyErr := copyStream(w, rd)
+	if cp != nil {
+		cp.Stop()
+	}
 	closeErr := rd.Close()
-	if localErr != nil {
-		return localErr
-	}
-	if copyErr != nil {
-		return copyErr
-	}
-	if closeErr != nil {
-		return closeErr
-	}
-	if local+n != info.Size {
+	if errors.Is(copyErr, errStreamTooLong) {
+		// Every byte of this stream is suspect: drop them, and never
+		// trust an offset on this server again.
+		d.noResume = true
+		if err := d.dst.Truncate(off); err != nil {
+			return &localError{op: "truncate", err: err}
+		}
+		_ = d.record(off)
 		return &protocol.Error{Op: "read", Path: d.path, Kind: protocol.ErrTransient,
-			Err: fmt.Errorf("%w: stream ended at %d, remote size %d", io.ErrUnexpectedEOF, local+n, info.Size)}
+			Err: fmt.Errorf("%w: the stream from %d went on past the remote size %d", errMisaligned, off-k, info.Size)}
 	}
+	if aligned {
+		d.proven = off + n
+	}
+	if err := errors.Join(localErr, copyErr, closeErr); err != nil || off+n != info.Size {
+		// What this attempt proved survives a crash of this process.
+		if rerr := d.record(d.proven); localErr == nil && rerr != nil {
+			localErr = rerr
+		}
+		switch {
+		case localErr != nil:
+			return localErr
+		case copyErr != nil:
+			return copyErr
+		case closeErr != nil:
+			return closeErr
+		}
+		return &protocol.Error{Op: "read", Path: d.path, Kind: protocol.ErrTransient,
+			Err: fmt.Errorf("%w: stream ended at %d, remote size %d", io.ErrUnexpectedEOF, off+n, info.Size)}
+	}
+	d.proven = info.Size
 	return d.finish(ctx, sess, a)
 }
 
@@ -200,6 +362,25 @@ func (d *download) finish(ctx context.Context, sess protocol.Session, a *attempt
 	a.r.res.Verified = method
 	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: method})
 	return nil
+}
+
+// errStreamTooLong reports a stream that went on past the remote size.
+var errStreamTooLong = errors.New("stream longer than the remote file")
+
+// capWriter passes on at most n bytes; a write that would go past them
+// fails with errStreamTooLong and passes nothing on.
+type capWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *capWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > c.n {
+		return 0, errStreamTooLong
+	}
+	n, err := c.w.Write(p)
+	c.n -= int64(n)
+	return n, err
 }
 
 // writebackInterval is how many written bytes trigger an early writeback.

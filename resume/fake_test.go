@@ -43,6 +43,13 @@ type fakeServer struct {
 	// closeErrAfterAll makes a writer's Close fail transiently once, after
 	// all bytes arrived (a 426 after the last byte).
 	closeErrAfterAll bool
+	// ignoreBelow makes readers opened at an offset below it start at
+	// zero, like an FTP server that answers 350 to REST and sends the
+	// whole file (math.MaxInt64: every offset).
+	ignoreBelow int64
+	// denyFrom and denyTo make readers opened at an offset in
+	// [denyFrom, denyTo) fail with a permission error.
+	denyFrom, denyTo int64
 }
 
 func newFakeServer() *fakeServer {
@@ -123,6 +130,15 @@ func (f *fakeSession) OpenReader(ctx context.Context, path string, offset int64)
 	b := f.s.file(path)
 	if b == nil {
 		return nil, &protocol.Error{Op: "read", Path: path, Code: 550, Kind: fs.ErrNotExist}
+	}
+	f.s.mu.Lock()
+	ignore, denyFrom, denyTo := f.s.ignoreBelow, f.s.denyFrom, f.s.denyTo
+	f.s.mu.Unlock()
+	if offset >= denyFrom && offset < denyTo {
+		return nil, &protocol.Error{Op: "read", Path: path, Code: 550, Kind: fs.ErrPermission}
+	}
+	if offset < ignore {
+		offset = 0
 	}
 	return &fakeReader{ctx: ctx, s: f.s, data: b[offset:]}, nil
 }

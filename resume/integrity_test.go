@@ -26,19 +26,6 @@ func TestUploadCorruptedRemoteTailRestarts(t *testing.T) {
 	}
 }
 
-func TestUploadGoodRemoteTailResumes(t *testing.T) {
-	s := newFakeServer()
-	src := randomBytes(1 << 20)
-	s.put("f", src[:500_000])
-	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", fastCfg())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(s.file("f"), src) || res.Restarts != 0 || res.StartOffset != 500_000 {
-		t.Fatalf("%+v", res)
-	}
-}
-
 func TestDownloadCorruptedLocalTailRestarts(t *testing.T) {
 	s := newFakeServer()
 	src := randomBytes(1 << 20)

@@ -1,8 +1,8 @@
 package resume
 
 import (
+	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -27,53 +27,6 @@ const (
 	// large file: below it one stream already fills the link.
 	autoSegmentRTT = 10 * time.Millisecond
 )
-
-// segState is one byte range of a segmented transfer and how much of it
-// is at the destination: [Start, Start+Done) is written. Sent counts the
-// bytes after Done that the last attempt handed to a writer whose
-// acknowledgements are only an upper bound (FTP); the next attempt reads
-// them back to learn how many landed.
-type segState struct {
-	Start int64 `json:"start"`
-	End   int64 `json:"end"`
-	Done  int64 `json:"done"`
-	Sent  int64 `json:"sent,omitempty"`
-}
-
-// sidecar is the state file of a segmented download, kept beside the
-// partial file so an interrupted run resumes every range where it stopped.
-type sidecar struct {
-	Path     string     `json:"path"`
-	Size     int64      `json:"size"`
-	ModTime  time.Time  `json:"mtime"`
-	Segments []segState `json:"segments"`
-}
-
-func loadSidecar(path string) (*sidecar, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var s sidecar
-	if err := json.Unmarshal(b, &s); err != nil {
-		return nil, err
-	}
-	return &s, nil
-}
-
-// save writes the state atomically. Callers sync the data first, so the
-// state never claims bytes that are not on disk.
-func (s *sidecar) save(path string) error {
-	b, err := json.Marshal(s)
-	if err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
 
 // split divides [0, size) into n ranges.
 func split(size int64, n int) []segState {
@@ -146,8 +99,11 @@ type segmenter struct {
 	// instead of saved, so the next run starts over.
 	abandoned bool
 	live      []int64 // per range: bytes sent by the running attempt, not yet acknowledged
-	sum       atomic.Int64
-	progress  func(done, total int64)
+	// windows holds, per range that started from nothing in this run, the
+	// bytes its stream brought from before its start (checkWindows).
+	windows  map[int][]byte
+	sum      atomic.Int64
+	progress func(done, total int64)
 }
 
 func newSegmenter(op, path string, dial protocol.Dialer, cfg Config, st *sidecar) *segmenter {
@@ -174,7 +130,9 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	results := make([]Result, len(s.state.Segments))
-	errs := make([]error, len(s.state.Segments))
+	// failed is the first range error in time: the one that stopped the
+	// others, whose own errors only say they were stopped.
+	var failed error
 	var wg sync.WaitGroup
 	for i, g := range s.state.Segments {
 		if g.Done >= g.End-g.Start {
@@ -183,8 +141,14 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			results[i], errs[i] = s.runSegment(ctx, i)
-			if errs[i] != nil {
+			var err error
+			results[i], err = s.runSegment(ctx, i)
+			if err != nil {
+				s.mu.Lock()
+				if failed == nil {
+					failed = err
+				}
+				s.mu.Unlock()
 				cancel() // one range failed for good: stop the others
 			}
 		}()
@@ -194,7 +158,7 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 		sess.Close()
 		delete(s.ready, i)
 	}
-	if err := firstErr(errs); err != nil && s.spare != nil {
+	if failed != nil && s.spare != nil {
 		s.spare.Close()
 		s.spare = nil
 	}
@@ -211,7 +175,7 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 	}
 	res.ResentBytes = max(0, res.Transferred-(res.Size-start))
 	res.Duration = time.Since(began)
-	err := firstErr(errs)
+	err := failed
 	if serr := s.saveState(); serr != nil && err == nil {
 		err = &localError{op: "write state", err: serr}
 	}
@@ -224,15 +188,6 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 	}
 	e.Committed, e.Attempts = s.sum.Load(), res.Attempts
 	return res, e
-}
-
-func firstErr(errs []error) error {
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // saveState makes the data durable, then records how far every range got.
@@ -282,6 +237,42 @@ func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 		s.keepSpare(r.kept)
 	}
 	return res, err
+}
+
+// hold keeps the bytes range i's stream brought from before its start.
+func (s *segmenter) hold(i int, w []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.windows == nil {
+		s.windows = make(map[int][]byte)
+	}
+	s.windows[i] = w
+}
+
+// checkWindows compares, once every range is written, the bytes each
+// range's stream brought from before its start with what the range before
+// wrote there. A mismatch means the server sent that range from another
+// offset than asked: the transfer fails with ErrVerify (and its state is
+// dropped, so the next run starts over). A window of one byte value proves nothing either way; there the
+// offset probe of the run is the proof.
+func (s *segmenter) checkWindows(local io.ReaderAt) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, w := range s.windows {
+		g := &s.state.Segments[i]
+		lo := g.Start - int64(len(w))
+		mine := make([]byte, len(w))
+		if _, err := local.ReadAt(mine, lo); err != nil {
+			return &Error{Op: s.op, Path: s.path, Err: &localError{op: "read", err: err}}
+		}
+		if bytes.Equal(mine, w) {
+			continue
+		}
+		s.sum.Add(-g.Done)
+		g.Done = 0
+		return &Error{Op: s.op, Path: s.path, Committed: s.sum.Load(), Err: fmt.Errorf("%w: segment %d: %w", ErrVerify, i, errMisaligned)}
+	}
+	return nil
 }
 
 // keepSpare keeps one logged-in session of a finished range for the final
@@ -375,7 +366,7 @@ func (w *segWriter) Write(p []byte) (int, error) {
 // the whole file.
 func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, dst LocalFile, info protocol.FileInfo, n int, first protocol.Session, pre *predial, cfg Config) (Result, error) {
 	st, err := loadSidecar(cfg.StatePath)
-	if err != nil || st.Path != path || st.Size != info.Size || !st.ModTime.Equal(info.ModTime) {
+	if err != nil || len(st.Segments) < 2 || !st.matches(path, info.Size, info.ModTime, 0) {
 		// No usable state: start every range from zero.
 		if err := dst.Truncate(0); err != nil {
 			first.Close()
@@ -398,6 +389,9 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 	}
 	res, err := s.run(ctx)
 	if err != nil {
+		return res, err
+	}
+	if err := s.checkWindows(dst); err != nil {
 		return res, err
 	}
 	// Verify the whole file on one more session.
@@ -440,6 +434,13 @@ func downloadRange(ctx context.Context, sess protocol.Session, a *attempt, s *se
 	a.dog.touch()
 	off := g.Start + g.Done
 	k := min(a.r.cfg.overlap(), g.Done)
+	// A range that starts from nothing reads the end of the range before
+	// it too, to be compared once that one is written: the proof that
+	// this stream starts where it was asked to.
+	held := g.Done == 0 && g.Start > 0
+	if held {
+		k = min(a.r.cfg.overlap(), g.Start)
+	}
 	var rd io.ReadCloser
 	if rr, ok := sess.(protocol.RangeReader); ok {
 		rd, err = rr.OpenRangeReader(ctx, s.path, off-k, g.End-(off-k))
@@ -450,7 +451,13 @@ func downloadRange(ctx context.Context, sess protocol.Session, a *attempt, s *se
 		return err
 	}
 	defer rd.Close()
-	if k > 0 {
+	if held && k > 0 {
+		w := make([]byte, k)
+		if _, err := io.ReadFull(rd, w); err != nil {
+			return err
+		}
+		s.hold(i, w)
+	} else if k > 0 {
 		same, err := equalStream(rd, dst, off-k, k, a)
 		if err != nil {
 			return err
@@ -503,7 +510,10 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 	}
 	target := cfg.TempPath + segmentSuffix
 	st, stErr := loadSidecar(cfg.StatePath)
-	if stErr == nil && (st.Path != target || st.Size != fi.Size() || !st.ModTime.Equal(fi.ModTime())) {
+	if stErr == nil && st.matches(cfg.TempPath, fi.Size(), fi.ModTime(), 1) {
+		return Result{}, false, nil, nil // a single stream's partial: it goes on as one
+	}
+	if stErr == nil && (len(st.Segments) < 2 || !st.matches(target, fi.Size(), fi.ModTime(), 0)) {
 		stErr = errors.New("stale state")
 		_ = os.Remove(cfg.StatePath)
 	}

@@ -24,14 +24,19 @@ type Source interface {
 // file holds exactly src's bytes.
 //
 // On every attempt the remote is authoritative: the attempt resumes at the
-// remote file's size, lowered to the contiguous acknowledged mark of the
-// previous attempt when that is smaller (concurrent SFTP writes may leave
-// holes), and never past the end of the remote. Before appending, the last
-// Config.Overlap bytes of the remote partial are compared with the source;
-// on a mismatch, or when the remote is larger than the source, the upload
-// restarts from zero. A server that refuses to resume restarts from zero
-// once. With Config.TempPath set, the data goes there and is renamed to
-// remotePath only after verification.
+// remote file's size, lowered to the contiguous acknowledged mark (writes
+// in flight when a connection broke may have left holes, as concurrent
+// SFTP writes do), and never past the end of the remote. Only bytes the
+// engine can prove are resumed: within one call, what earlier attempts got
+// acknowledged; across calls (another process, after a crash), what
+// Config.StatePath records for a source of the same size and modification
+// time, or a prefix a server-side hash proves. Any other remote partial is
+// rewritten from zero. Before appending, the last Config.Overlap bytes of
+// the remote partial (more when they are all one value) are compared with
+// the source; on a mismatch, or when the remote is larger than the source,
+// the upload restarts from zero. A server that refuses to resume restarts
+// from zero once. With Config.TempPath set, the data goes there and is
+// renamed to remotePath only after verification.
 //
 // Success is reported only after the sizes match and the content verified
 // by Config.Verify. The error, if any, is an *Error.
@@ -44,26 +49,27 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 			return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 		}
 	}
+	cfg = cfg.withLimiter() // every segment and attempt shares one limiter
 	var pending protocol.Session
 	if cfg.StatePath != "" && cfg.TempPath != "" && cfg.Segments != 1 {
 		res, done, first, err := maybeSegmentedUpload(ctx, dial, src, remotePath, cfg)
 		if done {
-			return res, err
+			return res, settleState(cfg.StatePath, err)
 		}
 		pending = first
 	}
-	u := &upload{src: src, final: remotePath, target: remotePath, safe: -1, size: -1}
+	u := &upload{src: src, final: remotePath, target: remotePath, safe: -1, size: -1, saved: -1, statePath: cfg.StatePath}
 	if cfg.TempPath != "" {
 		u.target = cfg.TempPath
 	}
-	cfg = cfg.withLimiter()
 	r := newRunner("upload", remotePath, dial, cfg)
 	r.pending = pending
 	r.res.StartOffset = -1
 	// What the remote confirmed at the start of an attempt: an FTP
 	// writer's acknowledgements are only an upper bound.
 	r.committed = func() int64 { return max(r.best, 0) }
-	return r.run(ctx, u.attempt)
+	res, err := r.run(ctx, u.attempt)
+	return res, settleState(cfg.StatePath, err)
 }
 
 type upload struct {
@@ -78,8 +84,12 @@ type upload struct {
 	final, target string
 	// safe is the offset up to which the remote is known to hold the
 	// source's bytes, from the last attempt's acknowledgements; -1 when
-	// unknown.
+	// unknown (before the first attempt).
 	safe int64
+	// statePath is where safe is recorded for another process, with the
+	// source's fingerprint; saved is the value last recorded (-1: none).
+	statePath string
+	saved     int64
 	// noResume is set once the server refused to write at an offset.
 	noResume bool
 	// renaming is set once the verified temporary file is being renamed.
@@ -99,12 +109,43 @@ func (u *upload) checkSource(a *attempt) error {
 			return &localError{op: "read", err: fmt.Errorf("%w: it changed %d times", ErrSourceChanged, u.changes)}
 		}
 		a.r.restart(a, "the source file changed")
-		u.safe = 0
+		u.safe, u.saved = 0, -1
 		u.renaming = false
 	}
 	u.size, u.mtime = fi.Size(), fi.ModTime()
 	a.r.res.Size = u.size
 	return nil
+}
+
+// record writes u.safe, with the source's fingerprint, to the state file,
+// when it changed since the last write.
+func (u *upload) record() error {
+	if u.statePath == "" || u.saved == u.safe {
+		return nil
+	}
+	if err := single(u.target, u.size, u.mtime, u.safe).save(u.statePath); err != nil {
+		return &localError{op: "write state", err: err}
+	}
+	u.saved = u.safe
+	return nil
+}
+
+// provenAtStart returns how much of a remote partial left by an earlier
+// process can be resumed: what the state file records for this source, or
+// all of it when a server-side hash proves it; else 0.
+func (u *upload) provenAtStart(ctx context.Context, sess protocol.Session, a *attempt, remote int64) (int64, error) {
+	if remote == 0 || remote > u.size {
+		return 0, nil // nothing to prove, or a restart the caller reports
+	}
+	if st, err := loadSidecar(u.statePath); err == nil && st.matches(u.target, u.size, u.mtime, 1) {
+		u.saved = st.Segments[0].Done
+		return st.Segments[0].Done, nil
+	}
+	if ok, err := a.hashProves(ctx, sess, u.target, u.src, remote); err != nil || ok {
+		return remote, err
+	}
+	a.r.restart(a, "nothing proves the remote partial was written from this source (no matching state file)")
+	return 0, nil
 }
 
 func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt) error {
@@ -118,15 +159,18 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 			return err
 		}
 	}
-	remote, err := remoteSize(ctx, sess, u.target)
+	remote, exists, err := remoteFile(ctx, sess, u.target)
 	if err != nil {
 		return err
 	}
 	a.dog.touch()
-	offset := remote
-	if u.safe >= 0 && u.safe < offset {
-		offset = u.safe
+	if u.safe < 0 {
+		if u.safe, err = u.provenAtStart(ctx, sess, a, remote); err != nil {
+			u.safe = -1
+			return err
+		}
 	}
+	offset := min(remote, u.safe)
 	switch {
 	case remote > u.size:
 		r.restart(a, fmt.Sprintf("remote file is larger (%d) than the source (%d)", remote, u.size))
@@ -135,7 +179,13 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 		r.restart(a, "server cannot resume uploads")
 		offset = 0
 	}
-	if k := min(r.cfg.overlap(), offset); k > 0 {
+	k, _, err := proofWindow(u.src, offset, r.cfg.overlap())
+	if err != nil {
+		return err
+	}
+	// A window of one byte value proves less; the final size check still
+	// catches a server that wrote at another offset than asked.
+	if k > 0 {
 		same, err := a.sameRange(ctx, sess, u.target, u.src, offset-k, offset)
 		if err != nil {
 			return err
@@ -146,7 +196,11 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 		}
 		a.dog.touch()
 	}
-	if offset == u.size && remote == u.size {
+	u.safe = offset
+	if err := u.record(); err != nil {
+		return err
+	}
+	if offset == u.size && remote == u.size && exists {
 		a.start(offset)
 		return u.finish(ctx, sess, a)
 	}
@@ -160,25 +214,43 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	if errors.Is(err, protocol.ErrResumeUnsupported) && offset > 0 {
 		u.noResume = true
 		r.restart(a, "server refused to resume at an offset")
-		offset = 0
+		offset, u.safe = 0, 0
+		if err := u.record(); err != nil {
+			return err
+		}
 		w, err = sess.OpenWriter(ctx, u.target, 0)
 	}
 	if err != nil {
 		return err
 	}
-	u.safe = offset
 	m := a.start(offset)
+	var cp *checkpoints
+	if u.statePath != "" {
+		// Only acknowledged bytes are recorded: what was in flight when
+		// this process dies is unproven.
+		cp = startCheckpoints(func() {
+			u.safe = offset + w.Acked()
+			_ = u.record()
+		})
+	}
 	var localErr error
 	src := &countingReader{r: &localReader{r: io.NewSectionReader(u.src, offset, u.size-offset), err: &localErr}, m: m}
 	n, copyErr := io.Copy(w, src)
 	closeErr := w.Close()
+	if cp != nil {
+		cp.Stop()
+	}
 	a.acked = w.Acked()
 	u.safe = offset + a.acked
+	recErr := u.record()
 	if localErr != nil {
 		return localErr
 	}
 	if err := serverVerdict(copyErr, closeErr); err != nil {
 		return err
+	}
+	if recErr != nil {
+		return recErr
 	}
 	if offset+n != u.size {
 		// The source shrank while being read: the next attempt restarts.
@@ -272,17 +344,26 @@ func (u *upload) renamed(ctx context.Context, sess protocol.Session, a *attempt)
 
 // remoteSize returns the remote file's size, 0 when it does not exist.
 func remoteSize(ctx context.Context, sess protocol.Session, path string) (int64, error) {
+	size, _, err := remoteFile(ctx, sess, path)
+	return size, err
+}
+
+// remoteFile returns the remote file's size and whether it exists.
+func remoteFile(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
 	info, err := sess.Stat(ctx, path)
 	if isNotExist(err) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	if info.IsDir {
-		return 0, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrInvalidPath, Err: errors.New("is a directory")}
+		return 0, false, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrInvalidPath, Err: errors.New("is a directory")}
 	}
-	return info.Size, nil
+	if info.Size < 0 {
+		return 0, false, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", info.Size)}
+	}
+	return info.Size, true, nil
 }
 
 func (r *runner) restart(a *attempt, reason string) {

@@ -262,3 +262,79 @@ func (a *attempt) sameRangeByReading(ctx context.Context, sess protocol.Session,
 	}
 	return true, nil
 }
+
+// maxProofWindow caps how far proofWindow widens a resume's overlap.
+const maxProofWindow = 16 << 20
+
+// proofWindow returns how many bytes before off a resume compares with
+// the remote: the configured overlap, doubled while local's bytes there
+// are all one value (a zero run proves nothing: a stream from the wrong
+// offset may hold the same zeros), up to maxProofWindow and off.
+// informative is false when even the widest window holds one value, or
+// when there is none.
+func proofWindow(local io.ReaderAt, off, overlap int64) (k int64, informative bool, err error) {
+	k = min(overlap, off)
+	if k <= 0 {
+		return 0, false, nil
+	}
+	var one [1]byte
+	if _, err := local.ReadAt(one[:], off-1); err != nil {
+		return 0, false, &localError{op: "read", err: err}
+	}
+	v := one[0]
+	checked := int64(0) // bytes before off known to equal v
+	for {
+		same, err := allEqual(local, off-k, off-checked, v)
+		if err != nil {
+			return 0, false, err
+		}
+		if !same {
+			return k, true, nil
+		}
+		checked = k
+		if k >= min(off, maxProofWindow) {
+			return k, false, nil
+		}
+		k = min(2*k, off, maxProofWindow)
+	}
+}
+
+// allEqual reports whether every byte of local's [lo, hi) is v.
+func allEqual(local io.ReaderAt, lo, hi int64, v byte) (bool, error) {
+	buf := make([]byte, min(hi-lo, 256<<10))
+	for off := lo; off < hi; {
+		k := min(hi-off, int64(len(buf)))
+		if _, err := local.ReadAt(buf[:k], off); err != nil {
+			return false, &localError{op: "read", err: err}
+		}
+		for _, b := range buf[:k] {
+			if b != v {
+				return false, nil
+			}
+		}
+		off += k
+	}
+	return true, nil
+}
+
+// hashProves reports whether a server-side hash proves that the first n
+// bytes of the remote path equal local's: false, without an error, where
+// the server cannot hash.
+func (a *attempt) hashProves(ctx context.Context, sess protocol.Session, path string, local io.ReaderAt, n int64) (bool, error) {
+	h, algo, ok := hasherFor(sess)
+	if !ok || n <= 0 {
+		return false, nil
+	}
+	want, err := hashLocal(local, algo, 0, n)
+	if err != nil {
+		return false, err
+	}
+	got, err := a.remoteHash(ctx, h, path, algo, 0, n)
+	if errors.Is(err, protocol.ErrUnsupported) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return bytes.Equal(got, want), nil
+}

@@ -99,10 +99,14 @@ type Config struct {
 	// least 10 ms and the file holds several MinSegmentSize ranges, then
 	// up to 4 (FTP uploads: one, unless asked). One disables segmenting.
 	Segments int
-	// StateDir holds the state files of segmented uploads (a segmented
-	// download keeps its state beside the local partial). Empty means
-	// the user's cache directory (os.UserCacheDir()/haul); if there is
-	// none, uploads use one stream.
+	// StateDir holds the state files of uploads: what the remote partial
+	// is known to hold and the source's size and modification time, so a
+	// later run (after a crash) resumes only what it can prove (a
+	// download keeps its state beside the local partial, in
+	// "<local>.part.state"). Empty means the user's cache directory
+	// (os.UserCacheDir()/haul); if there is none, uploads use one stream,
+	// and a later run rewrites a remote partial that no server-side hash
+	// proves.
 	StateDir string
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means resume.DefaultMinSegmentSize (32 MiB).

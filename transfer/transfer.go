@@ -167,8 +167,10 @@ func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 	ecfg := c.cfg.engine()
 	if !c.cfg.DirectUpload {
 		ecfg.TempPath = remotePath + c.cfg.partSuffix()
-		ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
 	}
+	// The state file records what the remote partial is known to hold, so
+	// that a later run (after a crash) resumes only what it can prove.
+	ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
 	return resume.Upload(ctx, c.dial, f, remotePath, ecfg)
 }
 
@@ -177,10 +179,19 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
 	}
 	part := localPath + c.cfg.partSuffix()
-	_, statErr := os.Stat(part)
+	_, statErr := os.Lstat(part)
 	created := errors.Is(statErr, fs.ErrNotExist)
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o644)
+	// Never through a link planted at the partial's name, and only into a
+	// regular file.
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|oNoFollow, 0o644)
 	if err != nil {
+		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err == nil {
+			err = fmt.Errorf("%s: not a regular file", part)
+		}
 		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
 	}
 	ecfg := c.cfg.engine()

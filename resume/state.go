@@ -1,0 +1,174 @@
+package resume
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
+
+// What a transfer keeps on disk so that a later process, which trusts no
+// byte it cannot prove, can resume it: the fingerprint of what the
+// destination is being written from, and how far each byte range is known
+// to hold the source's bytes. The file is written crash-safe (a fresh
+// exclusive temporary file in the same directory, fsync, rename), so it
+// holds either the old record or the new one; a record that is missing,
+// unreadable or for another source proves nothing and the transfer starts
+// from zero (or from what a server-side hash proves).
+
+// stateVersion is written into every state file; a file of another version
+// proves nothing.
+const stateVersion = 2
+
+// checkpointInterval is how often a running attempt records its progress
+// (after making the data durable, for downloads).
+const checkpointInterval = time.Second
+
+// segState is one byte range of a transfer and how much of it is at the
+// destination: [Start, Start+Done) holds the source's bytes. Sent counts
+// the bytes after Done that the last attempt handed to a writer whose
+// acknowledgements are only an upper bound (FTP); the next attempt reads
+// them back to learn how many landed.
+type segState struct {
+	Start int64 `json:"start"`
+	End   int64 `json:"end"`
+	Done  int64 `json:"done"`
+	Sent  int64 `json:"sent,omitempty"`
+}
+
+// sidecar is the state file of a transfer. Path names the destination
+// being written (the remote temporary file of an upload) or the remote
+// file being read (a download); Size and ModTime fingerprint the source
+// (the local file of an upload, the remote file of a download). A single
+// stream has one segment, a segmented transfer one per range.
+type sidecar struct {
+	Version  int        `json:"v"`
+	Path     string     `json:"path"`
+	Size     int64      `json:"size"`
+	ModTime  time.Time  `json:"mtime"`
+	Segments []segState `json:"segments"`
+}
+
+// loadSidecar reads a state file; a file of another version is an error.
+func loadSidecar(path string) (*sidecar, error) {
+	if path == "" {
+		return nil, os.ErrNotExist
+	}
+	f, err := openNoFollow(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	// A state file is small: a hostile one may not make us read much.
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	if err != nil {
+		return nil, err
+	}
+	var s sidecar
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, err
+	}
+	if s.Version != stateVersion || len(s.Segments) == 0 {
+		return nil, errors.New("state file of another version")
+	}
+	for _, g := range s.Segments {
+		if g.Start < 0 || g.End < g.Start || g.End > s.Size || g.Done < 0 || g.Done > g.End-g.Start || g.Sent < 0 {
+			return nil, errors.New("state file out of range")
+		}
+	}
+	return &s, nil
+}
+
+// matches reports whether the record is for path and a source of this size
+// and modification time, with n segments (0: any number).
+func (s *sidecar) matches(path string, size int64, mtime time.Time, n int) bool {
+	return s != nil && s.Path == path && s.Size == size && s.ModTime.Equal(mtime) &&
+		(n == 0 || len(s.Segments) == n)
+}
+
+// single returns a one-segment record of [0, size) with done bytes proven.
+func single(path string, size int64, mtime time.Time, done int64) *sidecar {
+	return &sidecar{Version: stateVersion, Path: path, Size: size, ModTime: mtime,
+		Segments: []segState{{Start: 0, End: size, Done: done}}}
+}
+
+// save writes the state crash-safe: a new exclusive temporary file beside
+// path (never a name someone could have planted a link at), fsync, rename.
+// Callers make the data durable first, so the state never claims bytes
+// that are not on disk.
+func (s *sidecar) save(path string) error {
+	if path == "" {
+		return nil
+	}
+	s.Version = stateVersion
+	b, err := json.Marshal(s)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(path, b)
+}
+
+// writeFileAtomic replaces path with b through a fresh temporary file.
+func writeFileAtomic(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}
+
+// removeState deletes a state file: what it recorded proves nothing any
+// more (the transfer finished, or its result failed verification).
+func removeState(path string) {
+	if path != "" {
+		_ = os.Remove(path)
+	}
+}
+
+// checkpoints runs fn every checkpointInterval until stop is called; stop
+// waits for a running fn and returns.
+type checkpoints struct {
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func startCheckpoints(fn func()) *checkpoints {
+	c := &checkpoints{stop: make(chan struct{})}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		t := time.NewTicker(checkpointInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return c
+}
+
+func (c *checkpoints) Stop() {
+	close(c.stop)
+	c.wg.Wait()
+}

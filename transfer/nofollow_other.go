@@ -1,0 +1,6 @@
+//go:build !unix
+
+package transfer
+
+// oNoFollow is 0 where the platform has no O_NOFOLLOW.
+const oNoFollow = 0
