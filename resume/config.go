@@ -74,8 +74,10 @@ type Config struct {
 	// otherwise the upload falls back to one stream). Zero means auto:
 	// one, unless the server's round trip is at least 10 ms and the file
 	// holds several MinSegmentSize ranges, then up to 4; FTP uploads
-	// segment only when Segments asks for it. Segmented transfers need
-	// StatePath.
+	// segment only when Segments asks for it. More than MaxSegments means
+	// MaxSegments. The extra connections log in only after a first login
+	// succeeded, and only as many as the ranges need. Segmented transfers
+	// need StatePath.
 	Segments int
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means DefaultMinSegmentSize.

@@ -80,41 +80,37 @@ func maybeSegmented(ctx context.Context, dial protocol.Dialer, path string, dst 
 	if local, _ := dst.Stat(); local != nil && local.Size() > 0 && (stErr != nil || len(st.Segments) == 1) {
 		return Result{}, false, nil, false, nil // a single-stream partial: the single stream proves or drops it
 	}
-	// With a segment count asked for, the other ranges log in while the
-	// probe runs.
-	pre := startPredial(ctx, dial, cfg.Segments-1)
 	info, rtt, first, res, err := probe(ctx, dial, path, cfg)
 	if err != nil {
-		pre.closeAll()
 		return res, true, nil, false, err
 	}
 	n := chooseSegments(cfg, info.Size, rtt)
 	if stErr == nil && len(st.Segments) > 1 && st.matches(path, info.Size, info.ModTime, 0) {
 		n = len(st.Segments)
 	}
-	if n > 1 {
-		// Every range but the first starts at an offset: the server must
-		// honour one, which only the length of a stream proves whatever
-		// the file holds.
-		if perr := probeOffset(ctx, first, path, info.Size, cfg); perr != nil {
-			if !errors.Is(perr, errMisaligned) {
-				pre.closeAll()
-				first.Close()
-				return Result{}, true, nil, false, &Error{Op: "download", Path: path, Err: perr}
-			}
-			cfg.logger().Warn("the server does not read from an offset: one stream from zero", "path", path, "err", perr)
-			if cfg.OnEvent != nil {
-				cfg.OnEvent(Event{Kind: EventSingleStream, Reason: perr.Error()})
-			}
-			pre.closeAll()
-			_ = os.Remove(cfg.StatePath)
-			return Result{}, false, first, true, nil
-		}
-	}
 	if n <= 1 {
-		pre.closeAll()
 		_ = os.Remove(cfg.StatePath)
 		return Result{}, false, first, false, nil
+	}
+	// The other ranges log in only now that one login succeeded (a
+	// rejected password is tried once, not once per range), while the
+	// offset probe runs.
+	pre := startPredial(ctx, dial, n-1)
+	// Every range but the first starts at an offset: the server must
+	// honour one, which only the length of a stream proves whatever the
+	// file holds.
+	if perr := probeOffset(ctx, first, path, info.Size, cfg); perr != nil {
+		pre.closeAll()
+		if !errors.Is(perr, errMisaligned) {
+			first.Close()
+			return Result{}, true, nil, false, &Error{Op: "download", Path: path, Err: perr}
+		}
+		cfg.logger().Warn("the server does not read from an offset: one stream from zero", "path", path, "err", perr)
+		if cfg.OnEvent != nil {
+			cfg.OnEvent(Event{Kind: EventSingleStream, Reason: perr.Error()})
+		}
+		_ = os.Remove(cfg.StatePath)
+		return Result{}, false, first, true, nil
 	}
 	res, err = downloadSegments(ctx, dial, path, dst, info, n, first, pre, cfg)
 	return res, true, nil, false, err

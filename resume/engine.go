@@ -127,7 +127,12 @@ func (r *runner) run(ctx context.Context, do attemptFunc) (Result, error) {
 			r.onFailure()
 		}
 		r.log.Warn("attempt failed", "op", r.op, "path", r.path, "attempt", n, "bytes", moved, "err", err)
-		if ctx.Err() != nil || !retryable(err) {
+		if ctx.Err() != nil {
+			// Stopped from outside: that is the reason, whatever the
+			// attempt's own error says.
+			return r.fail(began, n, context.Cause(ctx))
+		}
+		if !retryable(err) {
 			return r.fail(began, n, err)
 		}
 		if a.progressed {

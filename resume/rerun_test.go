@@ -373,3 +373,54 @@ func TestSegmentedUploadRateLimit(t *testing.T) {
 		t.Fatalf("4 MiB at 8 MiB/s took %v", d)
 	}
 }
+
+// Issue 10 case 9: a rejected password is tried once, however many
+// segments were asked for: the other ranges log in only after a login
+// succeeded.
+func TestSegmentsLogInOnceWithAWrongPassword(t *testing.T) {
+	for _, op := range []string{"download", "upload"} {
+		t.Run(op, func(t *testing.T) {
+			s := newFakeServer()
+			s.put("f", randomBytes(4<<20))
+			s.dialErrs = make([]error, 32)
+			for i := range s.dialErrs {
+				s.dialErrs[i] = errLogin
+			}
+			cfg := segmentedCfg(t)
+			cfg.Segments = 1000
+			var err error
+			if op == "download" {
+				_, err = resume.Download(context.Background(), s.dial, "f", tempFile(t), cfg)
+			} else {
+				cfg.TempPath = "f.part"
+				_, err = resume.Upload(context.Background(), s.rangeDial, memSrc(randomBytes(4<<20)), "f", cfg)
+			}
+			if !errors.Is(err, protocol.ErrAuth) {
+				t.Fatalf("err = %v", err)
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.dials != 1 {
+				t.Fatalf("%d logins with a wrong password", s.dials)
+			}
+		})
+	}
+}
+
+// No more sessions than the ranges need, and never more than MaxSegments.
+func TestSegmentsCapped(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(20 << 20)
+	s.put("f", src)
+	cfg := segmentedCfg(t) // 1 MiB ranges at least
+	cfg.Segments = 1000
+	f := tempFile(t)
+	res, err := resume.Download(context.Background(), s.dial, "f", f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A failed attempt (a stall on a loaded machine) may log in again.
+	if res.Segments != resume.MaxSegments || s.dials > resume.MaxSegments+res.Attempts-1 {
+		t.Fatalf("%d segments, %d logins", res.Segments, s.dials)
+	}
+}

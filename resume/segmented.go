@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,12 @@ const (
 	// autoSegmentRTT is the round trip from which Segments == 0 splits a
 	// large file: below it one stream already fills the link.
 	autoSegmentRTT = 10 * time.Millisecond
+	// MaxSegments caps Config.Segments. Servers limit connections per
+	// client well below what would matter more (OpenSSH starts refusing
+	// unauthenticated connections past MaxStartups 10, vsftpd and
+	// pure-ftpd are often set to a few per address), and past 16 streams
+	// a link gains nothing that one more stream's window would not give.
+	MaxSegments = 16
 )
 
 // split divides [0, size) into n ranges.
@@ -47,7 +54,7 @@ func chooseSegments(cfg Config, size int64, rtt time.Duration) int {
 	if minSeg <= 0 {
 		minSeg = DefaultMinSegmentSize
 	}
-	n := cfg.Segments
+	n := min(cfg.Segments, MaxSegments)
 	if n == 0 {
 		if rtt < autoSegmentRTT {
 			return 1
@@ -95,6 +102,8 @@ type segmenter struct {
 	spare protocol.Session
 
 	mu sync.Mutex // guards state, live and abandoned, serializes callbacks
+	// saveMu serializes writes of the state file.
+	saveMu sync.Mutex
 	// abandoned is set when the state can lead nowhere: it is deleted
 	// instead of saved, so the next run starts over.
 	abandoned bool
@@ -153,7 +162,11 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 			}
 		}()
 	}
+	// Every second the ranges' progress is recorded, so that a run that
+	// dies (kill -9) leaves little to redo.
+	cp := startCheckpoints(func() { _ = s.saveState() })
 	wg.Wait()
+	cp.Stop()
 	for i, sess := range s.ready { // ranges that were already complete
 		sess.Close()
 		delete(s.ready, i)
@@ -192,24 +205,35 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 
 // saveState makes the data durable, then records how far every range got.
 func (s *segmenter) saveState() error {
+	// What is recorded is taken before the data is made durable, so the
+	// record never claims a byte written after the sync.
+	s.mu.Lock()
+	snap := *s.state
+	snap.Segments = slices.Clone(s.state.Segments)
+	s.mu.Unlock()
 	if s.durable != nil {
 		if err := s.durable(); err != nil {
 			return err
 		}
 	}
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.abandoned {
+	abandoned := s.abandoned
+	s.mu.Unlock()
+	if abandoned {
 		if err := os.Remove(s.statePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
 		return nil
 	}
-	return s.state.save(s.statePath)
+	return snap.save(s.statePath)
 }
 
 // abandon makes every later saveState delete the state file.
 func (s *segmenter) abandon() {
+	s.saveMu.Lock()
+	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	s.abandoned = true
 	s.mu.Unlock()
@@ -518,28 +542,29 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		_ = os.Remove(cfg.StatePath)
 	}
 
-	// With a segment count asked for, the other ranges log in while the
-	// first session probes.
-	pre := startPredial(ctx, dial, cfg.Segments-1)
-	var ready map[int]protocol.Session
-	if stErr != nil {
-		var canRanges, unconfirmed bool
-		var rtt time.Duration
-		r := newRunner("upload", final, dial, cfg)
-		res, err := r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
-			_, canRanges = sess.(protocol.RangeWriter)
-			_, unconfirmed = sess.(protocol.UnconfirmedRangeWriter)
-			began := time.Now()
-			_, err := remoteSize(ctx, sess, cfg.TempPath)
-			rtt = time.Since(began)
-			a.keep = true
-			return err
-		})
-		if err != nil {
-			pre.closeAll()
-			return res, true, nil, err
-		}
-		first = r.kept
+	// One login first: the other ranges log in only once it succeeded (a
+	// rejected password is tried once, not once per range).
+	var canRanges, unconfirmed bool
+	var rtt time.Duration
+	r := newRunner("upload", final, dial, cfg)
+	res, err = r.run(ctx, func(ctx context.Context, sess protocol.Session, a *attempt) error {
+		_, canRanges = sess.(protocol.RangeWriter)
+		_, unconfirmed = sess.(protocol.UnconfirmedRangeWriter)
+		began := time.Now()
+		_, err := remoteSize(ctx, sess, cfg.TempPath)
+		rtt = time.Since(began)
+		a.keep = true
+		return err
+	})
+	if err != nil {
+		return res, true, nil, err
+	}
+	first = r.kept
+	ready := map[int]protocol.Session{0: first}
+	var pre *predial
+	if stErr == nil {
+		pre = startPredial(ctx, dial, len(st.Segments)-1)
+	} else {
 		n := chooseSegments(cfg, fi.Size(), rtt)
 		if unconfirmed && cfg.Segments == 0 {
 			// Most FTP servers cannot take one file over several
@@ -548,11 +573,10 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 			n = 1
 		}
 		if !canRanges || n <= 1 {
-			pre.closeAll()
 			return Result{}, false, first, nil
 		}
+		pre = startPredial(ctx, dial, n-1)
 		st = &sidecar{Path: target, Size: fi.Size(), ModTime: fi.ModTime(), Segments: split(fi.Size(), n)}
-		ready = map[int]protocol.Session{0: first}
 		if unconfirmed {
 			var err error
 			ready, err = probeRanges(ctx, dial, first, pre, src, st, rtt, cfg)
