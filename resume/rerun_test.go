@@ -424,3 +424,34 @@ func TestSegmentsCapped(t *testing.T) {
 		t.Fatalf("%d segments, %d logins", res.Segments, s.dials)
 	}
 }
+
+// Issue 11 case 6: the state of a segmented upload whose remote file was
+// removed is dropped, not trusted.
+func TestSegmentedUploadStateOutlivesItsRemoteFile(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4 << 20)
+	cfg := segmentedCfg(t)
+	cfg.TempPath = "f.part"
+	ctx, cancel := context.WithCancel(context.Background())
+	first := cfg
+	first.Progress = func(done, total int64) {
+		if done >= 2<<20 {
+			cancel()
+		}
+	}
+	if _, err := resume.Upload(ctx, s.rangeDial, memSrc(src), "f", first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first run: %v", err)
+	}
+	if _, err := os.Stat(cfg.StatePath); err != nil {
+		t.Fatalf("no state: %v", err)
+	}
+	s.mu.Lock()
+	delete(s.files, "f.part.seg")
+	s.mu.Unlock()
+	if _, err := resume.Upload(context.Background(), s.rangeDial, memSrc(src), "f", cfg); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) {
+		t.Fatal("content differs")
+	}
+}

@@ -162,7 +162,7 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 			}
 		}()
 	}
-	// Every second the ranges' progress is recorded, so that a run that
+	// Twice a second the ranges' progress is recorded, so that a run that
 	// dies (kill -9) leaves little to redo.
 	cp := startCheckpoints(func() { _ = s.saveState() })
 	wg.Wait()
@@ -553,6 +553,17 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		began := time.Now()
 		_, err := remoteSize(ctx, sess, cfg.TempPath)
 		rtt = time.Since(began)
+		if err == nil && stErr == nil {
+			// A state is trusted only while the remote file it describes
+			// holds at least what it records.
+			var size int64
+			var exists bool
+			size, exists, err = remoteFile(ctx, sess, target)
+			if err == nil && (!exists || size < st.written()) {
+				stErr = errors.New("the remote file no longer holds what the state records")
+				_ = os.Remove(cfg.StatePath)
+			}
+		}
 		a.keep = true
 		return err
 	})

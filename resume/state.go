@@ -25,7 +25,7 @@ const stateVersion = 2
 
 // checkpointInterval is how often a running attempt records its progress
 // (after making the data durable, for downloads).
-const checkpointInterval = time.Second
+const checkpointInterval = 500 * time.Millisecond
 
 // segState is one byte range of a transfer and how much of it is at the
 // destination: [Start, Start+Done) holds the source's bytes. Sent counts
@@ -87,6 +87,17 @@ func loadSidecar(path string) (*sidecar, error) {
 func (s *sidecar) matches(path string, size int64, mtime time.Time, n int) bool {
 	return s != nil && s.Path == path && s.Size == size && s.ModTime.Equal(mtime) &&
 		(n == 0 || len(s.Segments) == n)
+}
+
+// written returns the end of the last byte the record says is written.
+func (s *sidecar) written() int64 {
+	var end int64
+	for _, g := range s.Segments {
+		if g.Done > 0 {
+			end = max(end, g.Start+g.Done)
+		}
+	}
+	return end
 }
 
 // single returns a one-segment record of [0, size) with done bytes proven.
