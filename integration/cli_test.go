@@ -76,6 +76,15 @@ type cliRun struct {
 	elapsed time.Duration
 }
 
+// cliSchemeFlags returns the flags a URL of scheme needs on the test bed
+// (flags of another scheme are usage errors).
+func cliSchemeFlags(scheme string, env *testbed.Env) []string {
+	if scheme == "sftp" {
+		return []string{"--known-hosts", env.KnownHostsFile}
+	}
+	return nil
+}
+
 // runCLI runs haul with password pw in HAUL_PASSWORD and --json.
 func runCLI(t *testing.T, pw string, args ...string) cliRun {
 	t.Helper()
@@ -160,7 +169,7 @@ func TestCLIMissingFileExit4NoRetry(t *testing.T) {
 	}{{"ftp", env.VsftpdPlain}, {"sftp", env.SSHD}} {
 		t.Run(c.scheme, func(t *testing.T) {
 			local := filepath.Join(t.TempDir(), "x")
-			r := runCLI(t, env.Password, "get", "--known-hosts", env.KnownHostsFile, cliURL(c.scheme, env, c.srv, "does-not-exist.bin"), local)
+			r := runCLI(t, env.Password, append(append([]string{"get"}, cliSchemeFlags(c.scheme, env)...), cliURL(c.scheme, env, c.srv, "does-not-exist.bin"), local)...)
 			if r.code != 4 || r.rep.Attempts != 1 || r.rep.Error.Kind != "not_found" {
 				t.Fatalf("exit %d, report %+v", r.code, r.rep)
 			}
@@ -190,7 +199,7 @@ func TestCLIDiskFullExit5KeepsPartial(t *testing.T) {
 			t.Cleanup(func() { os.Remove(partial) })
 			remote := strings.TrimPrefix(c.srv.FullDir, c.srv.Home)
 			remote = strings.TrimPrefix(remote, "/") + "/" + name
-			r := runCLI(t, env.Password, "put", "--known-hosts", env.KnownHostsFile, src, cliURL(c.scheme, env, c.srv, remote))
+			r := runCLI(t, env.Password, append(append([]string{"put"}, cliSchemeFlags(c.scheme, env)...), src, cliURL(c.scheme, env, c.srv, remote))...)
 			if r.code != 5 || r.rep.Error == nil || r.rep.Error.Kind != "no_space" {
 				t.Fatalf("exit %d, report %+v, stderr %s", r.code, r.rep, r.stderr)
 			}

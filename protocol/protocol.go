@@ -83,8 +83,21 @@ type Writer interface {
 	// no per-write acknowledgement (FTP) return the number of bytes handed
 	// to the connection, which is only an upper bound: the engine always
 	// resumes at min(remote size, offset+Acked()). Acked is safe to call
-	// after a failed Write or Close.
+	// after a failed Write or Close, and from another goroutine while a
+	// Write runs (the engine records it periodically).
 	Acked() int64
+}
+
+// SequentialWriter is implemented by writers whose server writes the
+// bytes in the order they were sent, one stream (FTP's STOR): after any
+// failure, even of the client process, the remote file holds a contiguous
+// prefix of what was written after the open offset, so its size is a safe
+// resume point. Writers with several requests in flight (SFTP) do not
+// implement it: their remote size may count holes.
+type SequentialWriter interface {
+	Writer
+	// Sequential marks the type; it does nothing.
+	Sequential()
 }
 
 // Dialer opens a new logged-in Session. The engine calls it once per

@@ -160,6 +160,8 @@ type download struct {
 	saved int64
 	// noResume is set once the server was seen to ignore an offset.
 	noResume bool
+	// streaming is set while a stream from a proven start writes dst.
+	streaming bool
 }
 
 func (d *download) localSize() (int64, error) {
@@ -179,11 +181,20 @@ func (d *download) record(done int64) error {
 	if err := d.dst.Sync(); err != nil {
 		return &localError{op: "sync", err: err}
 	}
-	if err := single(d.path, d.size, d.mtime, done).save(d.statePath); err != nil {
+	if err := single(d.path, d.size, d.mtime, done, done, d.streaming).save(d.statePath); err != nil {
 		return &localError{op: "write state", err: err}
 	}
 	d.saved = done
 	return nil
+}
+
+// note records, without making anything durable, that the first written
+// bytes of dst are the remote file's as long as the machine does not
+// restart (they are in the page cache); done stays what was last synced.
+func (d *download) note(written int64) {
+	if d.statePath != "" && d.saved >= 0 {
+		_ = single(d.path, d.size, d.mtime, d.saved, written, d.streaming).note(d.statePath)
+	}
 }
 
 // provenAtStart returns how much of a partial left by an earlier process
@@ -195,7 +206,13 @@ func (d *download) provenAtStart(ctx context.Context, sess protocol.Session, a *
 	}
 	if st, err := loadSidecar(d.statePath); err == nil && st.matches(d.path, d.size, d.mtime, 1) {
 		d.saved = st.Segments[0].Done
-		return min(st.Segments[0].Done, local), nil
+		g := st.Segments[0]
+		if st.sameBoot() && g.Streaming && local >= g.Done {
+			// The kernel that holds what the stream wrote still runs:
+			// everything in the file is the stream's.
+			return min(local, d.size), nil
+		}
+		return min(g.proven(st.sameBoot()), local), nil
 	}
 	n := min(local, d.size)
 	if ok, err := a.hashProves(ctx, sess, d.path, d.dst, n); err != nil || ok {
@@ -297,12 +314,26 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 	w := &countingWriter{w: &capWriter{n: info.Size - off, w: &writebackWriter{w: &localWriter{w: io.NewOffsetWriter(d.dst, off), err: &localErr}, f: d.dst, off: off}}, m: m}
 	var cp *checkpoints
 	if aligned && d.statePath != "" {
-		cp = startCheckpoints(func() { _ = d.record(off + m.n.Load()) })
+		// Recorded before the first byte: should this process die, what
+		// the stream wrote is its, in order from off.
+		d.streaming = true
+		if err := d.record(off); err != nil {
+			d.streaming = false
+			return err
+		}
+		cp = startCheckpoints(func(full bool) {
+			if full {
+				_ = d.record(off + m.n.Load())
+			} else {
+				d.note(off + m.n.Load())
+			}
+		})
 	}
 	n, copyErr := copyStream(w, rd)
 	if cp != nil {
 		cp.Stop()
 	}
+	d.streaming = false
 	closeErr := rd.Close()
 	if errors.Is(copyErr, errStreamTooLong) {
 		// Every byte of this stream is suspect: drop them, and never

@@ -183,7 +183,7 @@ type fakeWriter struct {
 	ctx    context.Context
 	s      *fakeServer
 	path   string
-	acked  int64
+	acked  atomic.Int64
 	failed bool
 }
 
@@ -207,7 +207,7 @@ func (w *fakeWriter) Write(p []byte) (int, error) {
 		}
 		w.s.mu.Unlock()
 		done += ok
-		w.acked += int64(ok)
+		w.acked.Add(int64(ok))
 		if err != nil {
 			w.failed = true
 			return done, err
@@ -226,7 +226,7 @@ func (w *fakeWriter) Close() error {
 	return nil
 }
 
-func (w *fakeWriter) Acked() int64 { return w.acked }
+func (w *fakeWriter) Acked() int64 { return w.acked.Load() }
 
 func (f *fakeSession) Rename(ctx context.Context, from, to string) error {
 	f.s.mu.Lock()
@@ -300,7 +300,7 @@ type fakeRangeWriter struct {
 	s     *fakeServer
 	path  string
 	off   int64
-	acked int64
+	acked atomic.Int64
 }
 
 func (w *fakeRangeWriter) Write(p []byte) (int, error) {
@@ -312,15 +312,16 @@ func (w *fakeRangeWriter) Write(p []byte) (int, error) {
 		ok, err := w.s.step(w.ctx, min(len(p)-done, 32<<10))
 		w.s.mu.Lock()
 		b := w.s.files[w.path]
-		end := w.off + w.acked + int64(ok)
+		acked := w.acked.Load()
+		end := w.off + acked + int64(ok)
 		if int64(len(b)) < end {
 			b = append(b, make([]byte, end-int64(len(b)))...)
 		}
-		copy(b[w.off+w.acked:end], p[done:done+ok])
+		copy(b[w.off+acked:end], p[done:done+ok])
 		w.s.files[w.path] = b
 		w.s.mu.Unlock()
 		done += ok
-		w.acked += int64(ok)
+		w.acked.Add(int64(ok))
 		if err != nil {
 			return done, err
 		}
@@ -329,7 +330,7 @@ func (w *fakeRangeWriter) Write(p []byte) (int, error) {
 }
 
 func (w *fakeRangeWriter) Close() error { return nil }
-func (w *fakeRangeWriter) Acked() int64 { return w.acked }
+func (w *fakeRangeWriter) Acked() int64 { return w.acked.Load() }
 
 // ftpRangeSession is a rangeSession with FTP's range semantics: no range
 // writer at offset 0, and a writer that acknowledges only a whole

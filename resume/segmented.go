@@ -104,6 +104,12 @@ type segmenter struct {
 	mu sync.Mutex // guards state, live and abandoned, serializes callbacks
 	// saveMu serializes writes of the state file.
 	saveMu sync.Mutex
+	// synced holds, for a download, each range's Done as last made
+	// durable (guarded by mu).
+	synced []int64
+	// acking holds, per range whose writer runs, what the server has
+	// acknowledged of the range (guarded by mu).
+	acking map[int]func() int64
 	// abandoned is set when the state can lead nowhere: it is deleted
 	// instead of saved, so the next run starts over.
 	abandoned bool
@@ -162,9 +168,9 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 			}
 		}()
 	}
-	// Twice a second the ranges' progress is recorded, so that a run that
+	// Every checkpointInterval the ranges' progress is recorded, so that a run that
 	// dies (kill -9) leaves little to redo.
-	cp := startCheckpoints(func() { _ = s.saveState() })
+	cp := startCheckpoints(func(full bool) { _ = s.checkpoint(full) })
 	wg.Wait()
 	cp.Stop()
 	for i, sess := range s.ready { // ranges that were already complete
@@ -204,14 +210,23 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 }
 
 // saveState makes the data durable, then records how far every range got.
-func (s *segmenter) saveState() error {
+func (s *segmenter) saveState() error { return s.checkpoint(true) }
+
+// checkpoint records how far every range got. A full one makes the data
+// durable first (downloads) and syncs the record; a light one records the
+// bytes written since the last full one only as Written, which counts on
+// a rerun only if the machine did not restart meanwhile.
+func (s *segmenter) checkpoint(full bool) error {
 	// What is recorded is taken before the data is made durable, so the
 	// record never claims a byte written after the sync.
 	s.mu.Lock()
 	snap := *s.state
 	snap.Segments = slices.Clone(s.state.Segments)
+	for i, acked := range s.acking {
+		snap.Segments[i].Done = max(snap.Segments[i].Done, min(acked(), snap.Segments[i].End-snap.Segments[i].Start))
+	}
 	s.mu.Unlock()
-	if s.durable != nil {
+	if full && s.durable != nil {
 		if err := s.durable(); err != nil {
 			return err
 		}
@@ -220,6 +235,21 @@ func (s *segmenter) saveState() error {
 	defer s.saveMu.Unlock()
 	s.mu.Lock()
 	abandoned := s.abandoned
+	if s.synced == nil {
+		s.synced = make([]int64, len(snap.Segments))
+	}
+	for i := range snap.Segments {
+		g := &snap.Segments[i]
+		g.Written = g.Done
+		if s.durable != nil {
+			if full {
+				s.synced[i] = g.Done
+			}
+			// A range that started over since is not done to its old mark.
+			s.synced[i] = min(s.synced[i], g.Done)
+			g.Done = s.synced[i]
+		}
+	}
 	s.mu.Unlock()
 	if abandoned {
 		if err := os.Remove(s.statePath); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -227,7 +257,7 @@ func (s *segmenter) saveState() error {
 		}
 		return nil
 	}
-	return snap.save(s.statePath)
+	return snap.write(s.statePath, full)
 }
 
 // abandon makes every later saveState delete the state file.
@@ -261,6 +291,21 @@ func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 		s.keepSpare(r.kept)
 	}
 	return res, err
+}
+
+// setAcking sets (or with nil clears) how a checkpoint learns how much of
+// range i the server acknowledged while a writer runs.
+func (s *segmenter) setAcking(i int, fn func() int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.acking == nil {
+		s.acking = make(map[int]func() int64)
+	}
+	if fn == nil {
+		delete(s.acking, i)
+	} else {
+		s.acking[i] = fn
+	}
 }
 
 // hold keeps the bytes range i's stream brought from before its start.
@@ -404,7 +449,16 @@ func downloadSegments(ctx context.Context, dial protocol.Dialer, path string, ds
 			return Result{}, &Error{Op: "download", Path: path, Err: &localError{op: "write state", err: err}}
 		}
 	}
+	// Bytes written but not synced by a run that died count while the
+	// kernel that holds them still runs.
+	durable := make([]int64, len(st.Segments))
+	sameBoot := st.sameBoot()
+	for i := range st.Segments {
+		durable[i] = st.Segments[i].Done
+		st.Segments[i].Done = st.Segments[i].proven(sameBoot)
+	}
 	s := newSegmenter("download", path, dial, cfg, st)
+	s.synced = durable
 	s.ready[0] = first
 	pre.assign(s)
 	s.durable = dst.Sync
@@ -696,10 +750,15 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 	}
 	m := a.start(g.Done)
 	m.progress = func(done, _ int64) { s.sending(i, done-g.Done) }
+	if !unconfirmed {
+		// Checkpoints record what the server acknowledged so far.
+		s.setAcking(i, func() int64 { return g.Done + w.Acked() })
+	}
 	var localErr error
 	rd := &countingReader{r: &localReader{r: io.NewSectionReader(src, off, g.End-off), err: &localErr}, m: m}
 	n, copyErr := io.Copy(w, rd)
 	closeErr := w.Close()
+	s.setAcking(i, nil)
 	verdict := serverVerdict(copyErr, closeErr)
 	switch {
 	case !unconfirmed:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -23,9 +24,13 @@ import (
 // proves nothing.
 const stateVersion = 2
 
-// checkpointInterval is how often a running attempt records its progress
-// (after making the data durable, for downloads).
-const checkpointInterval = 500 * time.Millisecond
+// checkpointInterval is how often a running attempt records its progress;
+// every fullCheckpointEvery-th time a download first makes its data
+// durable (fsync), and records it as such.
+const (
+	checkpointInterval  = 25 * time.Millisecond
+	fullCheckpointEvery = 40
+)
 
 // segState is one byte range of a transfer and how much of it is at the
 // destination: [Start, Start+Done) holds the source's bytes. Sent counts
@@ -37,6 +42,26 @@ type segState struct {
 	End   int64 `json:"end"`
 	Done  int64 `json:"done"`
 	Sent  int64 `json:"sent,omitempty"`
+	// Written counts, for a download, the bytes after Start that the
+	// range wrote to the local file, durable or not. A process that died
+	// (kill -9) leaves them in the kernel's page cache, so they count
+	// while the kernel that holds them runs: under the record's Boot.
+	Written int64 `json:"written,omitempty"`
+	// Streaming says that when this was recorded one stream was writing
+	// the range from Start+Done, in order, from a start that was proven:
+	// then everything the destination holds past that point is the
+	// stream's (a download's local file while the same kernel runs, an
+	// upload's remote file when its server writes in order).
+	Streaming bool `json:"streaming,omitempty"`
+}
+
+// proven returns how many bytes after Start the range holds for sure:
+// Written too when the machine did not restart since it was recorded.
+func (g segState) proven(sameBoot bool) int64 {
+	if sameBoot {
+		return max(g.Done, min(g.Written, g.End-g.Start))
+	}
+	return g.Done
 }
 
 // sidecar is the state file of a transfer. Path names the destination
@@ -50,6 +75,33 @@ type sidecar struct {
 	Size     int64      `json:"size"`
 	ModTime  time.Time  `json:"mtime"`
 	Segments []segState `json:"segments"`
+	// Boot identifies the kernel that ran when the record was written
+	// (Linux's boot_id), so that bytes written but not yet synced are
+	// trusted only if that kernel still runs.
+	Boot string `json:"boot,omitempty"`
+}
+
+// sameBoot reports whether the record was written under the running
+// kernel.
+func (s *sidecar) sameBoot() bool {
+	return s.Boot != "" && s.Boot == bootID()
+}
+
+var (
+	bootOnce sync.Once
+	bootVal  string
+)
+
+// bootID returns an identifier of the running kernel, "" where there is
+// none (then only synced bytes are ever trusted).
+func bootID() string {
+	bootOnce.Do(func() {
+		b, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		if err == nil {
+			bootVal = strings.TrimSpace(string(b))
+		}
+	})
+	return bootVal
 }
 
 // loadSidecar reads a state file; a file of another version is an error.
@@ -71,11 +123,11 @@ func loadSidecar(path string) (*sidecar, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, err
 	}
-	if s.Version != stateVersion || len(s.Segments) == 0 {
+	if s.Version != stateVersion || len(s.Segments) == 0 || s.Size < 0 {
 		return nil, errors.New("state file of another version")
 	}
 	for _, g := range s.Segments {
-		if g.Start < 0 || g.End < g.Start || g.End > s.Size || g.Done < 0 || g.Done > g.End-g.Start || g.Sent < 0 {
+		if g.Start < 0 || g.End < g.Start || g.End > s.Size || g.Done < 0 || g.Done > g.End-g.Start || g.Sent < 0 || g.Written < 0 {
 			return nil, errors.New("state file out of range")
 		}
 	}
@@ -100,37 +152,47 @@ func (s *sidecar) written() int64 {
 	return end
 }
 
-// single returns a one-segment record of [0, size) with done bytes proven.
-func single(path string, size int64, mtime time.Time, done int64) *sidecar {
+// single returns a one-segment record of [0, size) with done bytes proven
+// durable and written bytes written.
+func single(path string, size int64, mtime time.Time, done, written int64, streaming bool) *sidecar {
 	return &sidecar{Version: stateVersion, Path: path, Size: size, ModTime: mtime,
-		Segments: []segState{{Start: 0, End: size, Done: done}}}
+		Segments: []segState{{Start: 0, End: size, Done: done, Written: max(written, done), Streaming: streaming}}}
 }
 
 // save writes the state crash-safe: a new exclusive temporary file beside
 // path (never a name someone could have planted a link at), fsync, rename.
 // Callers make the data durable first, so the state never claims bytes
 // that are not on disk.
-func (s *sidecar) save(path string) error {
+func (s *sidecar) save(path string) error { return s.write(path, true) }
+
+// note writes the state like save but without fsync: a checkpoint whose
+// loss (a power cut) costs only progress, since a record that is lost or
+// torn proves nothing and an older one proves less.
+func (s *sidecar) note(path string) error { return s.write(path, false) }
+
+func (s *sidecar) write(path string, sync bool) error {
 	if path == "" {
 		return nil
 	}
 	s.Version = stateVersion
+	s.Boot = bootID()
 	b, err := json.Marshal(s)
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b)
+	return writeFileAtomic(path, b, sync)
 }
 
-// writeFileAtomic replaces path with b through a fresh temporary file.
-func writeFileAtomic(path string, b []byte) error {
+// writeFileAtomic replaces path with b through a fresh temporary file,
+// synced first when sync is set.
+func writeFileAtomic(path string, b []byte, sync bool) error {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(b)
-	if err == nil {
+	if err == nil && sync {
 		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
@@ -153,26 +215,27 @@ func removeState(path string) {
 	}
 }
 
-// checkpoints runs fn every checkpointInterval until stop is called; stop
-// waits for a running fn and returns.
+// checkpoints runs fn every checkpointInterval until stop is called, with
+// full set every fullCheckpointEvery-th time; stop waits for a running fn
+// and returns.
 type checkpoints struct {
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
 
-func startCheckpoints(fn func()) *checkpoints {
+func startCheckpoints(fn func(full bool)) *checkpoints {
 	c := &checkpoints{stop: make(chan struct{})}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		t := time.NewTicker(checkpointInterval)
 		defer t.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-c.stop:
 				return
 			case <-t.C:
-				fn()
+				fn(n%fullCheckpointEvery == 0)
 			}
 		}
 	}()

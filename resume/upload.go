@@ -90,6 +90,9 @@ type upload struct {
 	// source's fingerprint; saved is the value last recorded (-1: none).
 	statePath string
 	saved     int64
+	// streaming is set while a writer whose server writes in order runs
+	// (protocol.SequentialWriter); savedStreaming is its recorded value.
+	streaming, savedStreaming bool
 	// noResume is set once the server refused to write at an offset.
 	noResume bool
 	// renaming is set once the verified temporary file is being renamed.
@@ -119,14 +122,18 @@ func (u *upload) checkSource(a *attempt) error {
 
 // record writes u.safe, with the source's fingerprint, to the state file,
 // when it changed since the last write.
-func (u *upload) record() error {
-	if u.statePath == "" || u.saved == u.safe {
+func (u *upload) record() error { return u.write(true) }
+
+// write records u.safe, synced to disk when sync is set (a checkpoint
+// whose record is lost only costs progress).
+func (u *upload) write(sync bool) error {
+	if u.statePath == "" || (u.saved == u.safe && u.savedStreaming == u.streaming) {
 		return nil
 	}
-	if err := single(u.target, u.size, u.mtime, u.safe).save(u.statePath); err != nil {
+	if err := single(u.target, u.size, u.mtime, u.safe, u.safe, u.streaming).write(u.statePath, sync); err != nil {
 		return &localError{op: "write state", err: err}
 	}
-	u.saved = u.safe
+	u.saved, u.savedStreaming = u.safe, u.streaming
 	return nil
 }
 
@@ -138,8 +145,14 @@ func (u *upload) provenAtStart(ctx context.Context, sess protocol.Session, a *at
 		return 0, nil // nothing to prove, or a restart the caller reports
 	}
 	if st, err := loadSidecar(u.statePath); err == nil && st.matches(u.target, u.size, u.mtime, 1) {
-		u.saved = st.Segments[0].Done
-		return st.Segments[0].Done, nil
+		g := st.Segments[0]
+		u.saved, u.savedStreaming = g.Done, g.Streaming
+		if g.Streaming && remote >= g.Done {
+			// A server that writes in order holds a prefix of what the
+			// stream sent: all of it is the source's.
+			return remote, nil
+		}
+		return g.Done, nil
 	}
 	if ok, err := a.hashProves(ctx, sess, u.target, u.src, remote); err != nil || ok {
 		return remote, err
@@ -223,14 +236,21 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	if err != nil {
 		return err
 	}
+	// A writer whose server writes in order leaves a prefix of what it
+	// was sent, should this process die: recorded before the first byte.
+	_, u.streaming = w.(protocol.SequentialWriter)
+	if err := u.record(); err != nil {
+		w.Close()
+		return err
+	}
 	m := a.start(offset)
 	var cp *checkpoints
 	if u.statePath != "" {
 		// Only acknowledged bytes are recorded: what was in flight when
 		// this process dies is unproven.
-		cp = startCheckpoints(func() {
+		cp = startCheckpoints(func(full bool) {
 			u.safe = offset + w.Acked()
-			_ = u.record()
+			_ = u.write(full)
 		})
 	}
 	var localErr error
@@ -242,6 +262,7 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	}
 	a.acked = w.Acked()
 	u.safe = offset + a.acked
+	u.streaming = false
 	recErr := u.record()
 	if localErr != nil {
 		return localErr

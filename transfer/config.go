@@ -18,11 +18,16 @@ const (
 	// DefaultPartSuffix is appended to a download's local name while it is
 	// incomplete.
 	DefaultPartSuffix = ".part"
+	// MaxSegments caps Config.Segments (see resume.MaxSegments for why).
+	MaxSegments = resume.MaxSegments
 )
 
 // Config configures a Transfer. The zero value is ready to use: every zero
 // field means the documented default, and everything secure is on.
 type Config struct {
+	// User is the login name used when the URL names none. Empty means
+	// "anonymous" for FTP; SFTP then fails with ErrInvalidURL.
+	User string
 	// Password is used when the URL carries none. Passwords never appear
 	// in logs, errors or results.
 	Password string
@@ -98,6 +103,7 @@ type Config struct {
 	// Zero means auto: one stream, unless the server's round trip is at
 	// least 10 ms and the file holds several MinSegmentSize ranges, then
 	// up to 4 (FTP uploads: one, unless asked). One disables segmenting.
+	// More than MaxSegments means MaxSegments.
 	Segments int
 	// StateDir holds the state files of uploads: what the remote partial
 	// is known to hold and the source's size and modification time, so a

@@ -4,3 +4,6 @@ package transfer
 
 // oNoFollow is 0 where the platform has no O_NOFOLLOW.
 const oNoFollow = 0
+
+// oNonBlock is 0 where the platform has no O_NONBLOCK.
+const oNonBlock = 0

@@ -30,6 +30,7 @@ import (
 	pftp "github.com/openhaul/haul/protocol/ftp"
 	psftp "github.com/openhaul/haul/protocol/sftp"
 	"github.com/openhaul/haul/resume"
+	"golang.org/x/crypto/ssh"
 )
 
 // Result describes a finished transfer: size, attempts, resumes, bytes
@@ -76,14 +77,22 @@ const (
 // as it needs. Methods may be called concurrently.
 type Transfer interface {
 	// Upload sends the local file to remotePath and returns once the
-	// remote file is complete and verified. The data goes to remotePath +
+	// remote file is complete and verified. A remotePath that is empty
+	// or ends in "/" names a directory: the file goes into it under
+	// localPath's base name. localPath must be a regular file (a fifo or
+	// device is refused with ErrNotRegular). The data goes to remotePath +
 	// Config.PartSuffix and is renamed into place after verification
 	// (unless Config.DirectUpload), so an existing remotePath is replaced
 	// atomically and never seen half-written.
 	Upload(ctx context.Context, localPath, remotePath string) (Result, error)
-	// Download fetches remotePath into localPath. The data goes to
-	// localPath + Config.PartSuffix until it is complete and verified,
-	// then is renamed into place; an existing partial is resumed.
+	// Download fetches remotePath into localPath. A localPath that is a
+	// directory or ends in a separator means the remote base name inside
+	// it (see LocalPath). The data goes to localPath + Config.PartSuffix
+	// until it is complete and verified, then is renamed into place; an
+	// existing partial is resumed. Only a regular file is written or
+	// replaced: a target, partial or state file that exists as anything
+	// else (a device, fifo, socket, directory or symbolic link) fails with
+	// ErrNotRegular before any connection is made.
 	Download(ctx context.Context, remotePath, localPath string) (Result, error)
 }
 
@@ -111,6 +120,12 @@ func open(ep Endpoint, cfg Config) (*client, error) {
 	if ep.password == "" {
 		ep.password = cfg.Password
 	}
+	if ep.User == "" {
+		ep.User = cfg.User
+	}
+	if ep.User == "" && ep.Scheme != "sftp" {
+		ep.User = "anonymous"
+	}
 	c := &client{ep: ep, cfg: cfg}
 	var err error
 	switch ep.Scheme {
@@ -118,6 +133,8 @@ func open(ep Endpoint, cfg Config) (*client, error) {
 		c.dial, err = ftpDialer(ep, cfg)
 	case "sftp":
 		c.dial, err = sftpDialer(ep, cfg)
+	default:
+		err = &URLError{URL: ep.String(), Err: fmt.Errorf("%w %q", errUnsupportedScheme, ep.Scheme)}
 	}
 	if err != nil {
 		return nil, err
@@ -125,7 +142,9 @@ func open(ep Endpoint, cfg Config) (*client, error) {
 	return c, nil
 }
 
-// Put uploads localPath to the file named by rawURL.
+// Put uploads localPath to the file named by rawURL, or into the
+// directory it names when its path is empty or ends in "/", under
+// localPath's base name.
 func Put(ctx context.Context, localPath, rawURL string, cfg Config) (Result, error) {
 	ep, err := ParseURL(rawURL)
 	if err != nil {
@@ -138,7 +157,9 @@ func Put(ctx context.Context, localPath, rawURL string, cfg Config) (Result, err
 	return c.Upload(ctx, localPath, ep.Path)
 }
 
-// Get downloads the file named by rawURL to localPath.
+// Get downloads the file named by rawURL to localPath, or into localPath
+// under the remote base name when localPath is a directory or ends in a
+// separator.
 func Get(ctx context.Context, rawURL, localPath string, cfg Config) (Result, error) {
 	ep, err := ParseURL(rawURL)
 	if err != nil {
@@ -152,18 +173,16 @@ func Get(ctx context.Context, rawURL, localPath string, cfg Config) (Result, err
 }
 
 func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Result, error) {
-	f, err := os.Open(localPath)
+	target, err := RemotePath(localPath, remotePath)
+	if err != nil {
+		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
+	}
+	remotePath = target
+	f, err := openSource(localPath)
 	if err != nil {
 		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
 	}
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
-	}
-	if !fi.Mode().IsRegular() {
-		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: fmt.Errorf("%s: not a regular file", localPath)}
-	}
 	ecfg := c.cfg.engine()
 	if !c.cfg.DirectUpload {
 		ecfg.TempPath = remotePath + c.cfg.partSuffix()
@@ -175,27 +194,41 @@ func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 }
 
 func (c *client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
-	if err := protocol.CheckPath(remotePath); err != nil {
+	fail := func(err error) (Result, error) {
 		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
 	}
+	if err := protocol.CheckPath(remotePath); err != nil {
+		return fail(err)
+	}
+	localPath, err := LocalPath(localPath, remotePath)
+	if err != nil {
+		return fail(err)
+	}
 	part := localPath + c.cfg.partSuffix()
+	state := part + ".state"
+	// Never through a link planted at the partial's or the state's name,
+	// and only into a regular file: checked before opening (opening a
+	// device can have effects of its own), and again on the open file.
+	for _, p := range []string{part, state} {
+		if err := regularOrAbsent(p); err != nil {
+			return fail(err)
+		}
+	}
 	_, statErr := os.Lstat(part)
 	created := errors.Is(statErr, fs.ErrNotExist)
-	// Never through a link planted at the partial's name, and only into a
-	// regular file.
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|oNoFollow, 0o644)
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE|oNoFollow|oNonBlock, 0o644)
 	if err != nil {
-		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
+		return fail(err)
 	}
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
 		f.Close()
 		if err == nil {
-			err = fmt.Errorf("%s: not a regular file", part)
+			err = &fs.PathError{Op: "write", Path: part, Err: fmt.Errorf("%w (%s)", ErrNotRegular, describeMode(fi.Mode()))}
 		}
-		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
+		return fail(err)
 	}
 	ecfg := c.cfg.engine()
-	ecfg.StatePath = part + ".state"
+	ecfg.StatePath = state
 	res, err := resume.Download(ctx, c.dial, remotePath, f, ecfg)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
@@ -208,7 +241,13 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 		}
 		return res, err
 	}
-	if err := os.Rename(part, localPath); err != nil {
+	// Whatever appeared at the target meanwhile, only a regular file is
+	// replaced; the verified partial stays otherwise.
+	err = regularOrAbsent(localPath)
+	if err == nil {
+		err = os.Rename(part, localPath)
+	}
+	if err != nil {
 		return res, &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: err}
 	}
 	return res, nil
@@ -268,7 +307,12 @@ func ftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 
 func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 	if ep.User == "" {
-		return nil, &protocol.Error{Op: "parse URL", Kind: protocol.ErrInvalidPath, Err: errors.New("sftp URL needs a user name (sftp://user@host)")}
+		return nil, &URLError{URL: ep.String(), Err: errors.New("an sftp URL needs a user name (sftp://user@host/path)")}
+	}
+	if ep.password == "" && cfg.IdentityFile == "" && !cfg.UseAgent {
+		// Caught here, before any connection, with the settings' names.
+		return nil, &protocol.Error{Op: "login", Kind: protocol.ErrAuth,
+			Err: errors.New("no password and no private key given for sftp://")}
 	}
 	opts := []psftp.Option{
 		psftp.WithUser(ep.User),
@@ -278,7 +322,13 @@ func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 		opts = append(opts, psftp.WithPassword(ep.password))
 	}
 	if cfg.IdentityFile != "" {
-		opts = append(opts, psftp.WithPrivateKeyFile(cfg.IdentityFile))
+		// Read now, so that a missing or unreadable key fails before
+		// anything is sent, naming the setting.
+		signer, err := readIdentity(expandHome(cfg.IdentityFile))
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, psftp.WithSigner(signer))
 	}
 	if cfg.UseAgent {
 		opts = append(opts, psftp.WithAgent())
@@ -299,6 +349,23 @@ func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 		opts = append(opts, psftp.WithLogger(cfg.Logger))
 	}
 	return psftp.Dialer(ep.Addr(), opts...), nil
+}
+
+// readIdentity reads an unencrypted private key for SFTP.
+func readIdentity(p string) (ssh.Signer, error) {
+	pem, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("identity file: %w", err)
+	}
+	signer, err := ssh.ParsePrivateKey(pem)
+	var pass *ssh.PassphraseMissingError
+	switch {
+	case errors.As(err, &pass):
+		return nil, fmt.Errorf("identity file %s: the key is encrypted with a passphrase, which haul cannot ask for: use a key without one, or the SSH agent (Config.UseAgent)", p)
+	case err != nil:
+		return nil, fmt.Errorf("identity file %s: %w", p, err)
+	}
+	return signer, nil
 }
 
 func expandHome(p string) string {

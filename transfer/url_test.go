@@ -13,7 +13,10 @@ func TestParseURL(t *testing.T) {
 		in                       string
 		scheme, addr, user, path string
 	}{
-		{"ftp://h/dir/f.bin", "ftp", "h:21", "anonymous", "dir/f.bin"},
+		{"ftp://h/dir/f.bin", "ftp", "h:21", "", "dir/f.bin"},
+		{"ftp://h:/sub/", "ftp", "h:21", "", "sub/"},
+		{"ftp://h:65535//", "ftp", "h:65535", "", "/"},
+		{"ftp://anonymous@h/f", "ftp", "h:21", "anonymous", "f"},
 		{"ftp://u:p@h:2121//srv/f", "ftp", "h:2121", "u", "/srv/f"},
 		{"ftps://u@h/f", "ftps", "h:21", "u", "f"},
 		{"ftps+implicit://u@h/f", "ftps+implicit", "h:990", "u", "f"},
@@ -43,9 +46,46 @@ func TestParseURLRejects(t *testing.T) {
 	if _, err := transfer.ParseURL("ftp://h/a%00b"); !errors.Is(err, transfer.ErrInvalidPath) {
 		t.Errorf("NUL: %v", err)
 	}
-	_, err := transfer.ParseURL("ftp://u:s3cret@h:bad/f")
-	if err == nil || strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("bad port: %v", err)
+	if _, err := transfer.ParseURL("ftp://h/a%0Ab"); errors.Is(err, transfer.ErrInvalidURL) {
+		t.Errorf("a bad path is not a bad URL: %v", err)
+	}
+	for _, in := range []string{
+		"ftp://u:s3cret@h:bad/f",
+		"ftp://u:s3cret@h:0/f",
+		"ftp://u:s3cret@h:99999/f",
+		"ftp://u:s3cret@h:65536/f",
+		"ftp://::",
+		"ftp://u:s3cret@h:21:22/f",
+		"ftp:///f",
+		"ftp://u:s3cret@/f",
+		"ftp:h/f",
+		"ftp://u:s3cret@h/f?x=1",
+		"ftp://u:s3cret@h/f#frag",
+		"ftp://a..b/f",
+		"http://u:s3cret@h/f",
+	} {
+		_, err := transfer.ParseURL(in)
+		var ue *transfer.URLError
+		if !errors.Is(err, transfer.ErrInvalidURL) || !errors.As(err, &ue) {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s: password shown: %v", in, err)
+		}
+		if errors.Is(err, transfer.ErrInvalidPath) {
+			t.Errorf("%s: a bad URL is not a bad path: %v", in, err)
+		}
+	}
+}
+
+// An sftp:// URL needs a user: the URL's, or Config.User.
+func TestSFTPUser(t *testing.T) {
+	if _, err := transfer.Open("sftp://h/f", transfer.Config{InsecureIgnoreHostKey: true, Password: "x"}); !errors.Is(err, transfer.ErrInvalidURL) {
+		t.Errorf("no user: %v", err)
+	}
+	if _, err := transfer.Open("sftp://h/f", transfer.Config{User: "u", InsecureIgnoreHostKey: true, Password: "x"}); err != nil {
+		t.Errorf("Config.User: %v", err)
 	}
 }
 
@@ -55,6 +95,9 @@ func TestRedactNeverShowsPassword(t *testing.T) {
 		if strings.Contains(got, "s3cret") {
 			t.Errorf("Redact(%q) = %q", in, got)
 		}
+	}
+	if got := transfer.Redact("ftp://u:s3cret@h:0/f"); got != "<invalid URL>" {
+		t.Errorf("got %q", got)
 	}
 	if got := transfer.Redact("sftp://u:pw@h:22//abs/f"); got != "sftp://u@h:22//abs/f" {
 		t.Errorf("got %q", got)

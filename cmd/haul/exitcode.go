@@ -12,7 +12,7 @@ import (
 const (
 	exitOK          = 0
 	exitOther       = 1
-	exitUsage       = 2
+	exitUsage       = 2 // bad command line, or a LOCAL that exists and is not a regular file
 	exitAuth        = 3 // login rejected, or server identity (host key, certificate) not verified
 	exitNotFound    = 4 // not found or permission denied
 	exitNoSpace     = 5 // no space on the remote or local side
@@ -21,10 +21,14 @@ const (
 	exitInterrupted = 130
 )
 
-// usageError marks bad command-line input.
-type usageError struct{ msg string }
+// usageError marks bad command-line input; err, when set, is the cause.
+type usageError struct {
+	msg string
+	err error
+}
 
 func (e *usageError) Error() string { return e.msg }
+func (e *usageError) Unwrap() error { return e.err }
 
 // classify maps an error to its exit code and the kind reported in JSON.
 // It is the one place the CLI decides that.
@@ -33,7 +37,9 @@ func classify(err error) (code int, kind string) {
 	switch {
 	case err == nil:
 		return exitOK, ""
-	case errors.As(err, &ue):
+	case errors.As(err, &ue), errors.Is(err, transfer.ErrInvalidURL), errors.Is(err, transfer.ErrNotRegular):
+		// A LOCAL that is a device, fifo, socket or link: the command
+		// names something haul will not write, and no retry changes that.
 		return exitUsage, "usage"
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted, "interrupted"

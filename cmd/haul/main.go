@@ -5,12 +5,17 @@
 //	haul put [flags] LOCAL URL
 //	haul get [flags] URL LOCAL
 //
-// The password comes from HAUL_PASSWORD, --password-file or the URL; it is
-// never printed. With --json, exactly one JSON object is printed on stdout
-// at the end. Exit codes: 0 success, 2 usage, 3 authentication (or server
-// identity), 4 not found or permission, 5 no space, 6 verification failed,
-// 7 retries exhausted, stalled or --timeout reached, 130 interrupted, 1
-// anything else.
+// A LOCAL that is a directory or ends in "/" means the remote base name in
+// it, a URL path ending in "/" LOCAL's base name there; "-" is stdout
+// (get) or stdin (put), through a private temporary file (see stdio.go).
+// Only regular files are written or replaced. The password comes from the
+// URL (a warning says that every local user can read it there),
+// --password-file, HAUL_PASSWORD or ~/.netrc; it is never printed. With
+// --json, exactly one JSON object is printed on stdout at the end. Exit
+// codes: 0 success, 2 usage (also a LOCAL that is not a regular file), 3
+// authentication (or server identity), 4 not found or permission, 5 no
+// space, 6 verification failed, 7 retries exhausted, stalled or --timeout
+// reached, 130 interrupted, 1 anything else.
 package main
 
 import (
@@ -24,7 +29,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -36,7 +40,7 @@ import (
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 type flags struct {
@@ -56,6 +60,7 @@ type flags struct {
 	direct          bool
 	segments        int
 	limitRate       string
+	minSegmentSize  string
 	noExecHash      bool
 }
 
@@ -79,10 +84,11 @@ type report struct {
 type reportError struct {
 	Kind      string `json:"kind"`
 	Message   string `json:"message"`
+	Hint      string `json:"hint,omitempty"`
 	Committed int64  `json:"committed_bytes"`
 }
 
-func run(args []string, stdout, stderr io.Writer) int {
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	var f flags
 	code := exitOK
 	root := &cobra.Command{
@@ -92,35 +98,86 @@ func run(args []string, stdout, stderr io.Writer) int {
 		SilenceErrors: true,
 		Args:          cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			return &usageError{"no command given"}
+			return &usageError{msg: "no command given"}
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&f.passwordFile, "password-file", "", "read the password from this file (else HAUL_PASSWORD, else the URL)")
-	pf.StringVar(&f.identity, "identity", "", "SSH private key file for SFTP")
-	pf.StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file for SFTP (default ~/.ssh/known_hosts)")
-	pf.BoolVar(&f.insecureHostKey, "insecure-host-key", false, "accept any SFTP host key (unsafe)")
-	pf.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates trusted for FTPS (default: system roots)")
-	pf.IntVar(&f.retries, "retries", 0, "attempts in a row without progress before giving up (default 6)")
-	pf.DurationVar(&f.stallTimeout, "stall-timeout", 0, "abort and resume an attempt that moves no byte for this long (default 60s)")
-	pf.DurationVar(&f.timeout, "timeout", 0, "give up after this long in total (default: no limit)")
+	pf.StringVar(&f.passwordFile, "password-file", "", "read the password from this file (when the URL has none; before HAUL_PASSWORD, then ~/.netrc)")
+	pf.StringVar(&f.identity, "identity", "", "SSH private key file (sftp:// only)")
+	pf.StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file (sftp:// only; default ~/.ssh/known_hosts)")
+	pf.BoolVar(&f.insecureHostKey, "insecure-host-key", false, "accept any SSH host key (sftp:// only; unsafe)")
+	pf.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates trusted (ftps:// and ftps+implicit:// only; default: system roots)")
+	pf.IntVar(&f.retries, "retries", 0, "attempts in a row without progress before giving up, at least 1 (1: never retry; default 6)")
+	pf.DurationVar(&f.stallTimeout, "stall-timeout", 0, "abort and resume an attempt that moves no byte for this long, positive (default 60s)")
+	pf.DurationVar(&f.timeout, "timeout", 0, "give up after this long in total, positive (default: no limit)")
 	pf.BoolVar(&f.jsonOut, "json", false, "print one JSON object with the result on stdout")
 	pf.BoolVarP(&f.quiet, "quiet", "q", false, "no progress bar")
 	pf.BoolVarP(&f.verbose, "verbose", "v", false, "log each attempt to stderr")
 	pf.StringVar(&f.partSuffix, "part-suffix", "", "suffix of the partial file while a transfer is incomplete (default .part)")
 	pf.StringVar(&f.verify, "verify", "auto", "how to prove the result: auto (server hash if offered, else size), size, hash, readback")
-	pf.IntVar(&f.segments, "segments", 0, "connections per transfer, each moving its own byte range (default auto: 1 on a fast link, up to 4 on a long one; FTP uploads only when asked, and only to servers that allow it)")
-	pf.StringVar(&f.limitRate, "limit-rate", "", "cap throughput, in bytes per second (suffixes K, M, G: powers of 1024)")
-	pf.BoolVar(&f.noExecHash, "no-exec-hash", false, "never run a hash command (sha256sum) over SSH to verify SFTP transfers")
-	pf.BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename")
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err.Error()} })
+	pf.IntVar(&f.segments, "segments", 0, fmt.Sprintf("connections per transfer, each moving its own byte range, at most %d: servers cap connections per client well below that (OpenSSH MaxStartups 10, vsftpd max_per_ip) and more streams gain nothing (default auto: 1 on a fast link, up to 4 on a long one; FTP uploads only when asked, and only to servers that allow it)", transfer.MaxSegments))
+	pf.StringVar(&f.limitRate, "limit-rate", "", "cap throughput, in bytes per second: 500K, 1.5M, 100MiB (K, M, G, T and KiB, MiB, GiB, TiB: powers of 1024), 100MB (KB, MB, GB, TB: powers of 1000)")
+	pf.StringVar(&f.minSegmentSize, "min-segment-size", "", "smallest byte range worth its own connection with --segments (units as --limit-rate; default 32M)")
+	pf.BoolVar(&f.noExecHash, "no-exec-hash", false, "never run a hash command (sha256sum) over SSH to verify (sftp:// only)")
+	pf.BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename (put only)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 
 	var rep report
-	do := func(op, local, rawURL string) error {
+	hc := hintContext{}
+	do := func(cmd *cobra.Command, op, local, rawURL string) error {
 		rep = report{Op: op, URL: transfer.Redact(rawURL), Local: local}
+		hc.op, hc.local = op, local
+		ep, err := transfer.ParseURL(rawURL)
+		if err != nil {
+			return err
+		}
+		hc.ep = ep
+		if err := f.check(cmd, op, ep, local); err != nil {
+			return err
+		}
 		cfg, err := f.config(stderr)
 		if err != nil {
 			return err
+		}
+		warn := func(msg string) { fmt.Fprintf(stderr, "haul: warning: %s\n", msg) }
+		if ep.HasPassword() {
+			warn("the password in the URL is visible to every local user (ps, /proc) while haul runs: use HAUL_PASSWORD or --password-file instead")
+		} else if cfg.Password == "" {
+			login, pw, err := readNetrc(netrcPath(), ep.Host, ep.User, warn)
+			if err != nil {
+				return &usageError{msg: err.Error(), err: err} // names the file (and line)
+			}
+			cfg.Password = pw
+			if ep.User == "" {
+				cfg.User = login
+			}
+		}
+		hc.passwordGiven = ep.HasPassword() || cfg.Password != ""
+		hc.identity = f.identity != ""
+		hc.knownHosts = f.knownHosts
+		if hc.knownHosts == "" {
+			hc.knownHosts = "~/.ssh/known_hosts"
+		}
+		remote := ep.Path
+		var stdio string // the temporary directory of "-"
+		switch {
+		case local == "-":
+			if stdio, err = stdioDir(op); err != nil {
+				return err
+			}
+			defer os.RemoveAll(stdio)
+			cfg.StateDir = stdio
+		case op == "get":
+			if local, err = transfer.LocalPath(local, remote); err != nil {
+				return err
+			}
+			rep.Local = local
+		case op == "put":
+			if remote, err = transfer.RemotePath(local, remote); err != nil {
+				return &usageError{msg: err.Error(), err: err}
+			}
+			ep.Path = remote
+			rep.URL = ep.String()
 		}
 		if !f.quiet {
 			cfg.OnEvent = func(e transfer.Event) {
@@ -136,6 +193,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 				_ = bar.Set64(done)
 			}
 		}
+		t, err := transfer.Open(rawURL, cfg)
+		if err != nil {
+			// Everything Open checks is a setting: the URL, the identity file.
+			return &usageError{msg: err.Error(), err: err}
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if f.timeout > 0 {
@@ -144,10 +206,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 			defer cancel()
 		}
 		var res transfer.Result
-		if op == "put" {
-			res, err = transfer.Put(ctx, local, rawURL, cfg)
-		} else {
-			res, err = transfer.Get(ctx, rawURL, local, cfg)
+		switch {
+		case op == "put" && stdio != "":
+			res, err = putFromStdin(ctx, t, remote, stdio, stdin)
+		case op == "put":
+			res, err = t.Upload(ctx, local, remote)
+		case stdio != "":
+			res, err = getToStdout(ctx, t, remote, stdio, stdout)
+		default:
+			res, err = t.Download(ctx, remote, local)
 		}
 		if bar != nil {
 			_ = bar.Finish()
@@ -159,30 +226,37 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	root.AddCommand(&cobra.Command{
 		Use:   "put [flags] LOCAL URL",
-		Short: "Upload LOCAL to URL",
+		Short: "Upload LOCAL to URL (LOCAL - reads stdin; a URL ending in / means under LOCAL's name)",
 		Args:  exactArgs(2),
-		RunE:  func(_ *cobra.Command, a []string) error { return do("put", a[0], a[1]) },
+		RunE:  func(cmd *cobra.Command, a []string) error { return do(cmd, "put", a[0], a[1]) },
 	}, &cobra.Command{
 		Use:   "get [flags] URL LOCAL",
-		Short: "Download URL to LOCAL",
+		Short: "Download URL to LOCAL (LOCAL - writes stdout; a directory means under the remote name)",
 		Args:  exactArgs(2),
-		RunE:  func(_ *cobra.Command, a []string) error { return do("get", a[1], a[0]) },
+		RunE:  func(cmd *cobra.Command, a []string) error { return do(cmd, "get", a[1], a[0]) },
 	})
 	root.SetArgs(args)
 	root.SetOut(stderr)
 	root.SetErr(stderr)
 	err := root.Execute()
 	if err != nil && rep.Op == "" && !isUsage(err) {
-		err = &usageError{err.Error()} // unknown command and the like
+		err = &usageError{msg: err.Error()} // unknown command and the like
 	}
 	code, kind := classify(err)
 	if err != nil {
 		fmt.Fprintf(stderr, "haul: %v\n", err)
-		if code == exitUsage {
+		h := ""
+		if rep.Op != "" {
+			h = hint(err, hc)
+		}
+		if h != "" {
+			fmt.Fprintf(stderr, "haul: hint: %s\n", h)
+		}
+		if code == exitUsage && !errors.Is(err, transfer.ErrNotRegular) {
 			fmt.Fprintln(stderr, "usage: haul put [flags] LOCAL URL | haul get [flags] URL LOCAL (haul --help)")
 		}
 		var te *transfer.Error
-		rep.Error = &reportError{Kind: kind, Message: err.Error()}
+		rep.Error = &reportError{Kind: kind, Message: err.Error(), Hint: h}
 		if errors.As(err, &te) {
 			rep.Error.Committed = te.Committed
 		}
@@ -203,7 +277,7 @@ func isUsage(err error) bool {
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
 		if len(args) != n {
-			return &usageError{fmt.Sprintf("want %d arguments, got %d", n, len(args))}
+			return &usageError{msg: fmt.Sprintf("want %d arguments, got %d", n, len(args))}
 		}
 		return nil
 	}
@@ -219,40 +293,40 @@ func (f *flags) config(stderr io.Writer) (transfer.Config, error) {
 		StallTimeout:          f.stallTimeout,
 		PartSuffix:            f.partSuffix,
 		Password:              os.Getenv("HAUL_PASSWORD"),
+		DirectUpload:          f.direct,
+		Segments:              f.segments,
+		NoExecHash:            f.noExecHash,
 	}
 	v, err := transfer.ParseVerifyPolicy(f.verify)
 	if err != nil {
-		return cfg, &usageError{"--verify: " + err.Error()}
+		return cfg, &usageError{msg: "--verify: " + err.Error()}
 	}
-	cfg.Verify, cfg.DirectUpload, cfg.Segments, cfg.NoExecHash = v, f.direct, f.segments, f.noExecHash
-	if f.segments < 0 {
-		return cfg, &usageError{"--segments must not be negative"}
-	}
+	cfg.Verify = v
 	if f.limitRate != "" {
-		n, err := parseSize(f.limitRate)
-		if err != nil || n <= 0 {
-			return cfg, &usageError{fmt.Sprintf("--limit-rate %q: want a positive number of bytes per second such as 500K or 20M", f.limitRate)}
+		if cfg.RateLimit, err = parseSize(f.limitRate); err != nil {
+			return cfg, &usageError{msg: fmt.Sprintf("--limit-rate %q: %v", f.limitRate, err)}
 		}
-		cfg.RateLimit = n
 	}
-	if f.retries < 0 {
-		return cfg, &usageError{"--retries must not be negative"}
+	if f.minSegmentSize != "" {
+		if cfg.MinSegmentSize, err = parseSize(f.minSegmentSize); err != nil {
+			return cfg, &usageError{msg: fmt.Sprintf("--min-segment-size %q: %v", f.minSegmentSize, err)}
+		}
 	}
 	if f.passwordFile != "" {
 		b, err := os.ReadFile(f.passwordFile)
 		if err != nil {
-			return cfg, &usageError{fmt.Sprintf("--password-file: %v", err)}
+			return cfg, &usageError{msg: fmt.Sprintf("--password-file: %v", err)}
 		}
 		cfg.Password = strings.TrimRight(string(b), "\r\n")
 	}
 	if f.caFile != "" {
 		pem, err := os.ReadFile(f.caFile)
 		if err != nil {
-			return cfg, &usageError{fmt.Sprintf("--ca-file: %v", err)}
+			return cfg, &usageError{msg: fmt.Sprintf("--ca-file: %v", err)}
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return cfg, &usageError{"--ca-file: no PEM certificate found"}
+			return cfg, &usageError{msg: "--ca-file: no PEM certificate found"}
 		}
 		cfg.TLSConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
@@ -281,26 +355,4 @@ func (f *flags) progress(stderr io.Writer, op string) *progressbar.ProgressBar {
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionSetPredictTime(true),
 	)
-}
-
-// parseSize parses a byte count with an optional K, M or G suffix (powers
-// of 1024).
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	switch strings.ToUpper(s[len(s)-1:]) {
-	case "K":
-		mult = 1 << 10
-	case "M":
-		mult = 1 << 20
-	case "G":
-		mult = 1 << 30
-	}
-	if mult > 1 {
-		s = s[:len(s)-1]
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	return n * mult, nil
 }

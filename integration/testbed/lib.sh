@@ -18,7 +18,7 @@ ROOTS="$HAUL_TESTBED_STATE/root"
 CONFS="$HAUL_TESTBED_STATE/conf"
 
 # Every daemon we start: name -> pid file in $RUN/<name>.pid.
-TB_SERVERS=(vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd pure-ftpd sshd)
+TB_SERVERS=(vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd pure-ftpd sshd sshd-noexec)
 # Servers whose root has a full/ tmpfs.
 TB_FULL=(vsftpd pure-ftpd sshd)
 

@@ -104,7 +104,7 @@ type Env struct {
 	// SSHKeyFile is the test user's private key (OpenSSH format, no
 	// passphrase); SSHPublicKeyFile its public half.
 	SSHKeyFile, SSHPublicKeyFile string
-	// KnownHostsFile lists the host keys of both SFTP servers for
+	// KnownHostsFile lists the host keys of the SFTP servers for
 	// [127.0.0.1-9]:port and [localhost]:port.
 	KnownHostsFile string
 	// FullSize is the size in bytes of each full tmpfs.
@@ -136,6 +136,13 @@ type Env struct {
 	Pureftpd Server
 	// SSHD is OpenSSH sshd with internal-sftp, password and key login.
 	SSHD Server
+	// SSHDNoExec is a second OpenSSH sshd like SSHD (same user, keys and
+	// known_hosts file) with ForceCommand internal-sftp: exec requests are
+	// refused, so hashing by exec (sha256sum) is not available and
+	// verification falls back to size. Its Port is zero when the env file
+	// predates it (a test bed started by an older up.sh): restart the test
+	// bed to get it.
+	SSHDNoExec Server
 
 	raw map[string]string
 }
@@ -241,6 +248,12 @@ func (e *Env) parse() error {
 	e.ProftpdSFTP = p.server("PROFTPD_SFTP", e.Host, false)
 	e.Pureftpd = p.server("PUREFTPD", e.Host, true)
 	e.SSHD = p.server("SSHD", e.Host, false)
+	// Optional, so that an env file from before it still loads.
+	if _, ok := p.raw["SSHD_NOEXEC_PORT"]; ok {
+		e.SSHDNoExec = p.server("SSHD_NOEXEC", e.Host, false)
+	} else {
+		e.SSHDNoExec = Server{Name: "SSHD_NOEXEC", Host: e.Host}
+	}
 	return errors.Join(p.errs...)
 }
 

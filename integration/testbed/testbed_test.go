@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -43,6 +44,11 @@ PUREFTPD_PASV_MAX=2
 SSHD_PORT=2222
 SSHD_ROOT=/s/root/sshd
 SSHD_HOME=/s/root/sshd
+SSHD_NOEXEC_PORT=2223
+SSHD_NOEXEC_ROOT=/s/root/sshd-noexec
+SSHD_NOEXEC_HOME=/s/root/sshd-noexec
+SSHD_NOEXEC_LOG=/s/log/sshd-noexec.log
+SSHD_NOEXEC_PID=42
 `
 
 func TestLoadParsesAndOverrides(t *testing.T) {
@@ -72,6 +78,28 @@ func TestLoadParsesAndOverrides(t *testing.T) {
 	}
 	if got := e.SSHD.RemotePath("x"); got != "/s/root/sshd/x" {
 		t.Fatalf("RemotePath: %s", got)
+	}
+	nx := e.SSHDNoExec
+	if nx.Name != "SSHD_NOEXEC" || nx.Addr() != "127.0.0.1:2223" || nx.PasvMin != 0 || nx.PID != 42 ||
+		nx.LocalPath("/s/root/sshd-noexec/y") != "/s/root/sshd-noexec/y" || nx.Log != "/s/log/sshd-noexec.log" {
+		t.Fatalf("SSHD_NOEXEC: %+v", nx)
+	}
+}
+
+// An env file written before SSHD_NOEXEC existed still loads; the server
+// is then absent (port 0).
+func TestLoadWithoutSSHDNoExec(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "env")
+	old := strings.Split(sampleEnv, "SSHD_NOEXEC_PORT")[0]
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.SSHDNoExec.Port != 0 || e.SSHDNoExec.Name != "SSHD_NOEXEC" || e.SSHD.Port != 2222 {
+		t.Fatalf("SSHD_NOEXEC: %+v", e.SSHDNoExec)
 	}
 }
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # up.sh: start haul's real-server test bed on 127.0.0.1 (idempotent).
 #
-# Starts private instances of vsftpd (plain, explicit FTPS, limited), proftpd
-# (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd and OpenSSH sshd
-# (internal-sftp), each with a generated config, its own data root and log
+# Starts private instances of vsftpd (plain, explicit FTPS, limited, no upload
+# lock), proftpd (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd and two
+# OpenSSH sshd (internal-sftp with exec allowed; ForceCommand internal-sftp),
+# each with a generated config, its own data root and log
 # under $HAUL_TESTBED_STATE (default /tmp/haul-testbed), then writes the
 # key=value env file the Go tests read ($HAUL_TESTBED_ENV, default
 # $HAUL_TESTBED_STATE/env). Run install.sh first. Needs root.
@@ -26,6 +27,7 @@ PROFTPD_PORT=2124;        PROFTPD_PASV=(30060 30079)
 PUREFTPD_PORT=2125;       PUREFTPD_PASV=(30080 30099)
 VSFTPD_NOLOCK_PORT=2126;  VSFTPD_NOLOCK_PASV=(30100 30119)
 SSHD_PORT=2222
+SSHD_NOEXEC_PORT=2223
 PROFTPD_SFTP_PORT=2225
 LIMITED_DATA_TIMEOUT=3
 LIMITED_MAX_PER_IP=3
@@ -55,7 +57,7 @@ fi
 UGROUP=$(id -gn "$U")
 
 # ---- data roots and the full tmpfs --------------------------------------------
-for r in vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd proftpd-sftp pure-ftpd sshd; do
+for r in vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd proftpd-sftp pure-ftpd sshd sshd-noexec; do
   mkdir -p "$ROOTS/$r"; chown "$U:$UGROUP" "$ROOTS/$r"; chmod 755 "$ROOTS/$r"
 done
 for r in "${TB_FULL[@]}"; do
@@ -84,6 +86,9 @@ fi
 if [[ ! -f $KEYS/ssh_host_ed25519_key ]]; then
   ssh-keygen -q -t ed25519 -N '' -C haul-testbed-sshd -f "$KEYS/ssh_host_ed25519_key"
 fi
+if [[ ! -f $KEYS/ssh_host_noexec_ed25519_key ]]; then
+  ssh-keygen -q -t ed25519 -N '' -C haul-testbed-sshd-noexec -f "$KEYS/ssh_host_noexec_ed25519_key"
+fi
 if [[ ! -f $KEYS/proftpd_host_rsa_key ]]; then
   ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C haul-testbed-proftpd -f "$KEYS/proftpd_host_rsa_key"
 fi
@@ -97,9 +102,11 @@ chmod 644 "$KEYS/authorized_keys" "$KEYS/authorized_keys.rfc4716"
 # fault proxy's addresses 127.0.0.2-9 on the same ports.
 {
   hk_sshd=$(cut -d' ' -f1,2 "$KEYS/ssh_host_ed25519_key.pub")
+  hk_noexec=$(cut -d' ' -f1,2 "$KEYS/ssh_host_noexec_ed25519_key.pub")
   hk_pro=$(cut -d' ' -f1,2 "$KEYS/proftpd_host_rsa_key.pub")
   for h in localhost $(for i in $(seq 1 9); do echo "127.0.0.$i"; done); do
     echo "[$h]:$SSHD_PORT $hk_sshd"
+    echo "[$h]:$SSHD_NOEXEC_PORT $hk_noexec"
     echo "[$h]:$PROFTPD_SFTP_PORT $hk_pro"
   done
 } >"$KEYS/known_hosts"
@@ -184,6 +191,17 @@ mkdir -p "$RUN/sshd"
 /usr/sbin/sshd -t -f "$CONFS/sshd_config" || fail=1
 start sshd "$SSHD_PORT" /usr/sbin/sshd -D -f "$CONFS/sshd_config" -E "$LOGDIR/sshd.log" || fail=1
 
+# A second sshd that forces internal-sftp on every session: exec requests
+# (sha256sum over SSH) are refused, so verification falls back to size.
+tb_render "$CONF_DIR/sshd_config.tmpl" "$CONFS/sshd-noexec_config" \
+  PORT="$SSHD_NOEXEC_PORT" LISTEN_ADDR="$HAUL_TESTBED_HOST" HOST_KEY="$KEYS/ssh_host_noexec_ed25519_key" \
+  RUN="$RUN/sshd-noexec" AUTHORIZED_KEYS="$KEYS/authorized_keys" USER="$U" ROOT="$ROOTS/sshd-noexec"
+tb_render "$CONF_DIR/sshd-noexec.extra.tmpl" "$CONFS/sshd-noexec.extra" ROOT="$ROOTS/sshd-noexec"
+cat "$CONFS/sshd-noexec.extra" >>"$CONFS/sshd-noexec_config"
+mkdir -p "$RUN/sshd-noexec"
+/usr/sbin/sshd -t -f "$CONFS/sshd-noexec_config" || fail=1
+start sshd-noexec "$SSHD_NOEXEC_PORT" /usr/sbin/sshd -D -f "$CONFS/sshd-noexec_config" -E "$LOGDIR/sshd-noexec.log" || fail=1
+
 if [[ $fail -ne 0 ]]; then
   tb_log "some servers failed to start (env file not written); run down.sh to clean up"
   exit 1
@@ -230,6 +248,8 @@ mkdir -p "$(dirname "$HAUL_TESTBED_ENV")"
   emit PROFTPD_SFTP "$PROFTPD_SFTP_PORT" "" "" "$ROOTS/proftpd-sftp" / "" "$LOGDIR/proftpd-sftp.log" "$(pid proftpd)"
   emit PUREFTPD "$PUREFTPD_PORT" "${PUREFTPD_PASV[@]}" "$ROOTS/pure-ftpd" / /full "$LOGDIR/pure-ftpd-xfer.log" "$(pid pure-ftpd)"
   emit SSHD "$SSHD_PORT" "" "" "$ROOTS/sshd" "$ROOTS/sshd" "$ROOTS/sshd/full" "$LOGDIR/sshd.log" "$(pid sshd)"
+  emit SSHD_NOEXEC "$SSHD_NOEXEC_PORT" "" "" "$ROOTS/sshd-noexec" "$ROOTS/sshd-noexec" "" \
+    "$LOGDIR/sshd-noexec.log" "$(pid sshd-noexec)"
 } >"$tmp_env"
 chmod 644 "$tmp_env"
 mv -f "$tmp_env" "$HAUL_TESTBED_ENV"
