@@ -10,6 +10,8 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"unicode"
+	"unicode/utf8"
 )
 
 // The error taxonomy shared by every protocol. Each error returned by a
@@ -155,7 +157,7 @@ func Classify(err error) error {
 		return nil
 	}
 	for _, k := range []error{ErrStorage, ErrAuth, ErrNoSpace, ErrResumeUnsupported, ErrHostKey,
-		ErrInvalidPath, ErrUnsupported, fs.ErrNotExist, fs.ErrPermission, ErrTransient} {
+		ErrInvalidPath, ErrUnsupported, ErrProtocol, fs.ErrNotExist, fs.ErrPermission, ErrTransient} {
 		if errors.Is(err, k) {
 			return k
 		}
@@ -181,3 +183,41 @@ func Classify(err error) error {
 // IsRetryable reports whether a new attempt on a new connection may get
 // past err: true only for ErrTransient.
 func IsRetryable(err error) bool { return errors.Is(err, ErrTransient) }
+
+// MaxServerText is how many bytes of a server's text ServerText keeps.
+const MaxServerText = 400
+
+// ServerText returns text that a server sent (a reply, a status message, a
+// greeting, command output) fit to be put into an error or a log: each
+// non-empty secret replaced by "****" (a server may echo the password it
+// was given), characters that are not printable other than newline and tab
+// (terminal escapes, invalid UTF-8) written as \xNN or \uNNNN, and the
+// result cut to MaxServerText bytes with a note of how many were left out.
+func ServerText(text string, secrets ...string) string {
+	for _, s := range secrets {
+		if s != "" {
+			text = strings.ReplaceAll(text, s, "****")
+		}
+	}
+	var b strings.Builder
+	for i := 0; i < len(text); {
+		r, n := utf8.DecodeRuneInString(text[i:])
+		piece := text[i : i+n]
+		switch {
+		case r == utf8.RuneError && n <= 1:
+			piece = fmt.Sprintf(`\x%02x`, text[i])
+		case r == '\n' || r == '\t' || unicode.IsPrint(r):
+		case r < 0x100:
+			piece = fmt.Sprintf(`\x%02x`, r)
+		default:
+			piece = fmt.Sprintf(`\u%04x`, r)
+		}
+		if b.Len()+len(piece) > MaxServerText {
+			fmt.Fprintf(&b, "... (%d more bytes)", len(text)-i)
+			break
+		}
+		b.WriteString(piece)
+		i += n
+	}
+	return b.String()
+}

@@ -42,6 +42,9 @@ var (
 	// ErrTransient: the kind of failure that is retried; a final error
 	// matches it only together with ErrRetriesExhausted.
 	ErrTransient = protocol.ErrTransient
+	// ErrProtocol: the server broke the protocol (a negative size, an
+	// oversized reply). Never retried.
+	ErrProtocol = protocol.ErrProtocol
 	// ErrRetriesExhausted: too many attempts in a row made no progress.
 	ErrRetriesExhausted = resume.ErrRetriesExhausted
 	// ErrStalled: no byte moved for the stall timeout.

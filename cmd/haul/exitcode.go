@@ -63,6 +63,8 @@ func classify(err error) (code int, kind string) {
 		return exitExhausted, "retries_exhausted"
 	case errors.Is(err, transfer.ErrInvalidPath), errors.Is(err, transfer.ErrUnsupportedScheme):
 		return exitUsage, "usage"
+	case errors.Is(err, transfer.ErrProtocol):
+		return exitOther, "protocol"
 	}
 	return exitOther, "other"
 }

@@ -37,7 +37,12 @@ type fakeServer struct {
 	noEPSV         bool        // EPSV → 502
 	retrLoop       bool        // RETR: stream the file over and over (a huge file)
 	tlsConfig      *tls.Config // implicit TLS on every connection when set
-	conns          sync.WaitGroup
+	// greet, when set, replaces the greeting; false ends the session.
+	greet func(fc *fakeConn) bool
+	// override, when set, sees every command first; handled says it
+	// answered it, keep false ends the session.
+	override func(fc *fakeConn, verb, arg string) (handled, keep bool)
+	conns    sync.WaitGroup
 }
 
 // newFakeServer starts a fake server; configure sets its faults before it
@@ -120,7 +125,11 @@ func (s *fakeServer) handle(c net.Conn) {
 			_ = fc.dataLn.Close()
 		}
 	}()
-	fc.reply(220, "fake ready")
+	if s.greet == nil {
+		fc.reply(220, "fake ready")
+	} else if !s.greet(fc) {
+		return
+	}
 	for {
 		line, err := fc.r.ReadString('\n')
 		if err != nil {
@@ -136,6 +145,14 @@ func (s *fakeServer) handle(c net.Conn) {
 			s.cmds = append(s.cmds, line)
 		}
 		s.mu.Unlock()
+		if s.override != nil {
+			if handled, keep := s.override(fc, verb, arg); handled {
+				if !keep {
+					return
+				}
+				continue
+			}
+		}
 		if !fc.command(verb, arg) {
 			return
 		}

@@ -111,7 +111,7 @@ func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end i
 		arg = `"` + path + `"`
 	}
 	if end < 0 && (start > 0 || !s.hashes.x[a.xcmd]) {
-		size, err := s.c.FileSize(path)
+		size, err := s.fileSize(path)
 		if err != nil {
 			return nil, s.fail(ctx, failure{op: f.op, path: path, verb: "SIZE"}, err)
 		}
@@ -132,7 +132,7 @@ func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end i
 		if err != nil {
 			return nil, s.fail(ctx, failure{op: f.op, path: path, verb: a.xcmd}, err)
 		}
-		return decodeDigest(a.algo, lastField(msg))
+		return s.decodeDigest(a.algo, lastField(msg))
 	}
 
 	// HASH hashes whole files only (proftpd ignores RANG for HASH).
@@ -151,9 +151,9 @@ func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end i
 	lines := strings.Split(msg, "\n")
 	fields := strings.Fields(lines[len(lines)-1])
 	if len(fields) < 3 || !strings.EqualFold(fields[0], a.hashName) || fields[1] != "0-"+strconv.FormatInt(end, 10) {
-		return nil, &protocol.Error{Op: f.op, Path: path, Err: fmt.Errorf("%w: %q", errHashReply, msg)}
+		return nil, s.shown(&protocol.Error{Op: f.op, Path: path, Err: fmt.Errorf("%w: %q", errHashReply, msg)})
 	}
-	return decodeDigest(a.algo, fields[2])
+	return s.decodeDigest(a.algo, fields[2])
 }
 
 func lastField(msg string) string {
@@ -164,13 +164,13 @@ func lastField(msg string) string {
 	return fields[len(fields)-1]
 }
 
-func decodeDigest(algo, h string) ([]byte, error) {
+func (s *Session) decodeDigest(algo, h string) ([]byte, error) {
 	if algo == "crc32" && len(h) < 8 && len(h) > 0 {
 		h = strings.Repeat("0", 8-len(h)) + h
 	}
 	b, err := hex.DecodeString(h)
 	if err != nil {
-		return nil, &protocol.Error{Op: "hash", Err: fmt.Errorf("%w: %w", errHashReply, err)}
+		return nil, s.shown(&protocol.Error{Op: "hash", Err: fmt.Errorf("%w: %w", errHashReply, err)})
 	}
 	return b, nil
 }

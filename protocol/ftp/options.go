@@ -78,7 +78,8 @@ func optErr(format string, args ...any) error {
 // WithCredentials sets the user name and password sent with USER and PASS.
 // The default is the anonymous login (DefaultUser, DefaultPassword). The
 // user must not be empty; neither may contain CR, LF or NUL. The password is
-// never logged nor included in errors.
+// never logged nor included in errors, and where the server repeats it in a
+// reply that an error or a log shows, it is replaced by "****".
 func WithCredentials(user, password string) Option {
 	return func(o *options) error {
 		if user == "" {

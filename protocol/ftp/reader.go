@@ -24,7 +24,7 @@ func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io
 		return nil, err
 	}
 	want := int64(-1)
-	size, err := s.c.FileSize(path)
+	size, err := s.fileSize(path)
 	switch {
 	case err == nil:
 		if offset > size {

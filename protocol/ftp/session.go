@@ -17,18 +17,28 @@
 // protocol package for the kinds). FTP cannot truncate a file, so Session
 // does not implement protocol.Truncater, and a resumed STOR (REST n) does
 // not shorten a remote file longer than n + the bytes written.
+//
+// The server is not trusted. A reply longer than 64 KiB or 512 lines ends
+// the session with an error matching protocol.ErrProtocol (textproto would
+// keep it all in memory), as does a size that is negative or no number, and
+// a greeting in SSH. What errors and debug logs show of the server's words
+// is cut to protocol.MaxServerText bytes, escaped, and rid of the password
+// (see protocol.ServerText).
 package ftp
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/textproto"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,8 +93,11 @@ var (
 
 // Dial connects to addr ("host:port"), negotiates TLS when asked, and logs
 // in once. The login is never retried: a refused login is an error matching
-// protocol.ErrAuth. ctx bounds the connect, greeting, TLS handshake and
-// login; it is not retained after Dial returns.
+// protocol.ErrAuth. A host name DNS does not know matches fs.ErrNotExist; a
+// server that greets in SSH (an sftp port) matches protocol.ErrProtocol at
+// once; a refused connection is protocol.ErrTransient. ctx bounds the
+// connect, greeting, TLS handshake and login; it is not retained after Dial
+// returns.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	o := defaultOptions()
 	for _, opt := range opts {
@@ -105,7 +118,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	s := &Session{
 		opts: o,
 		addr: addr,
-		tap:  newWiretap(o.logger),
+		tap:  newWiretap(o.logger, o.password),
 		log:  o.logger,
 		dead: make(chan struct{}),
 	}
@@ -248,7 +261,7 @@ func (s *Session) dialConn(network, address string) (net.Conn, error) {
 			tc := tls.Client(raw, s.tlsCfg)
 			if err := tc.HandshakeContext(ctx); err != nil {
 				_ = raw.Close()
-				return nil, err
+				return nil, s.notTLS(err)
 			}
 			return tc, nil
 		}
@@ -265,6 +278,18 @@ func (s *Session) dialConn(network, address string) (net.Conn, error) {
 	return &dataConn{Conn: conn, raw: raw, sent: sent, accepted: accepted, linger: s.opts.shutTimeout}, nil
 }
 
+// notTLS turns a TLS handshake that failed because the server greeted in
+// SSH into the error an FTP greeting in SSH gets; other errors are
+// returned as they are.
+func (s *Session) notTLS(err error) error {
+	var rh tls.RecordHeaderError
+	if errors.As(err, &rh) && bytes.HasPrefix(rh.RecordHeader[:], []byte("SSH-")) {
+		return &replyError{msg: "the server speaks SSH, not FTP over TLS: use an sftp:// URL",
+			first: string(rh.RecordHeader[:]) + "...", secret: s.opts.password}
+	}
+	return err
+}
+
 // begin marks the start of an operation bound to ctx: a cancelled ctx
 // closes every connection, unblocking whatever is in progress.
 func (s *Session) begin(ctx context.Context, f failure) error {
@@ -274,7 +299,7 @@ func (s *Session) begin(ctx context.Context, f failure) error {
 		return f.wrap(errClosed)
 	}
 	if s.deadErr != nil {
-		return f.wrap(fmt.Errorf("ftp session unusable: %w", s.deadErr))
+		return s.shown(f.wrap(fmt.Errorf("ftp session unusable: %w", s.deadErr)))
 	}
 	if s.busy {
 		return &protocol.Error{Op: f.op, Path: f.path, Err: errBusy}
@@ -384,7 +409,8 @@ func (s *Session) verbOf(f failure) failure {
 	return f
 }
 
-// wrapErr classifies err; a done ctx wins over the error it caused.
+// wrapErr classifies err; a done ctx wins over the error it caused. The
+// server's text in it is shown as protocol.ServerText makes it.
 func (s *Session) wrapErr(ctx context.Context, f failure, err error) error {
 	if err == nil {
 		return nil
@@ -396,9 +422,31 @@ func (s *Session) wrapErr(ctx context.Context, f failure, err error) error {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return f.wrap(fmt.Errorf("%w: %w", errClosed, err))
+		return s.shown(f.wrap(fmt.Errorf("%w: %w", errClosed, err)))
 	}
-	return f.wrap(err)
+	return s.shown(f.wrap(err))
+}
+
+// shown returns err, a *protocol.Error, with the text of its cause (which
+// quotes the server: replies, greetings, numbers it could not parse) cut,
+// escaped and rid of the password by protocol.ServerText. errors.Is and
+// errors.As still see the cause.
+func (s *Session) shown(err error) error {
+	pe, ok := err.(*protocol.Error)
+	if !ok || pe.Err == nil {
+		return err
+	}
+	if _, done := pe.Err.(*shownError); done {
+		return err
+	}
+	raw := pe.Err.Error()
+	text := protocol.ServerText(raw, s.opts.password)
+	if text == raw {
+		return err
+	}
+	cp := *pe
+	cp.Err = &shownError{err: pe.Err, text: text}
+	return &cp
 }
 
 // fail is wrapErr that also kills the session when err leaves the control
@@ -414,10 +462,12 @@ func (s *Session) fail(ctx context.Context, f failure, err error) error {
 }
 
 // desync reports whether err leaves the control connection unusable: a
-// transport error with no reply read, a malformed reply, or 421.
+// transport error with no reply read, a malformed or unbounded reply, or
+// 421.
 func desync(err error) bool {
 	var pe textproto.ProtocolError
-	if errors.As(err, &pe) {
+	var re *replyError
+	if errors.As(err, &pe) || errors.As(err, &re) {
 		return true
 	}
 	var te *textproto.Error
@@ -446,7 +496,8 @@ func unsupported(err error) bool {
 
 // Stat returns the size (SIZE, in binary mode), the modification time (MDTM,
 // when the server offers it) and whether path is a directory (MLST, or a
-// CWD probe on servers without MLST). A missing path matches fs.ErrNotExist.
+// CWD probe on servers without MLST). A missing path matches fs.ErrNotExist;
+// a size that is negative or no number matches protocol.ErrProtocol.
 func (s *Session) Stat(ctx context.Context, path string) (protocol.FileInfo, error) {
 	f := failure{op: "stat", path: path}
 	if err := protocol.CheckPath(path); err != nil {
@@ -457,7 +508,7 @@ func (s *Session) Stat(ctx context.Context, path string) (protocol.FileInfo, err
 	}
 	defer s.end()
 	var fi protocol.FileInfo
-	size, err := s.c.FileSize(path)
+	size, err := s.fileSize(path)
 	if err != nil {
 		code := replyCode(err)
 		if code != 550 && !unsupported(err) {
@@ -484,6 +535,9 @@ func (s *Session) statFallback(ctx context.Context, f failure, path string, size
 	var fi protocol.FileInfo
 	e, err := s.c.GetEntry(path)
 	switch {
+	case err == nil && e.Size > math.MaxInt64:
+		return fi, s.wrapErr(ctx, failure{op: f.op, path: path, verb: "MLST"},
+			&sizeError{verb: "MLST", reply: strconv.FormatUint(e.Size, 10)})
 	case err == nil:
 		fi.Size = int64(e.Size)
 		fi.ModTime = e.Time
@@ -520,6 +574,34 @@ func (s *Session) statFallback(ctx context.Context, f failure, path string, size
 	}
 	fi.IsDir = true
 	return fi, nil
+}
+
+// sizeError reports a size no server may send: negative, too large or not
+// a number. It matches protocol.ErrProtocol.
+type sizeError struct {
+	verb  string // "SIZE", "MLST"
+	reply string // the size as the server wrote it
+}
+
+func (e *sizeError) Error() string {
+	return fmt.Sprintf("%s answered %q, which is not a file size", e.verb, e.reply)
+}
+
+// Is makes a sizeError match protocol.ErrProtocol.
+func (e *sizeError) Is(target error) bool { return target == protocol.ErrProtocol }
+
+// fileSize sends SIZE. A reply that is not a size (a negative number, or
+// no decimal number at all) is a *sizeError.
+func (s *Session) fileSize(path string) (int64, error) {
+	size, err := s.c.FileSize(path)
+	var ne *strconv.NumError
+	switch {
+	case errors.As(err, &ne):
+		return 0, &sizeError{verb: "SIZE", reply: ne.Num}
+	case err == nil && size < 0:
+		return 0, &sizeError{verb: "SIZE", reply: strconv.FormatInt(size, 10)}
+	}
+	return size, err
 }
 
 // Check sends NOOP: nil means the control connection still answers in

@@ -49,7 +49,7 @@ func (s *Session) openWriter(ctx context.Context, path string, offset int64, ran
 		return nil, err
 	}
 	if offset > 0 && !ranged {
-		size, err := s.c.FileSize(path)
+		size, err := s.fileSize(path)
 		switch {
 		case err == nil && offset > size:
 			s.end()
@@ -57,8 +57,8 @@ func (s *Session) openWriter(ctx context.Context, path string, offset int64, ran
 				Err: fmt.Errorf("%w: offset %d, size %d", errOffsetPastEnd, offset, size)}
 		case err != nil && replyCode(err) == 550:
 			s.end()
-			return nil, &protocol.Error{Op: f.op, Path: path, Code: 550,
-				Err: fmt.Errorf("%w: offset %d, no remote file: %w", errOffsetPastEnd, offset, err)}
+			return nil, s.shown(&protocol.Error{Op: f.op, Path: path, Code: 550,
+				Err: fmt.Errorf("%w: offset %d, no remote file: %w", errOffsetPastEnd, offset, err)})
 		case err != nil && !unsupported(err):
 			s.end()
 			return nil, s.fail(ctx, failure{op: f.op, path: path, verb: "SIZE"}, err)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"strings"
 
 	"github.com/openhaul/haul/protocol"
@@ -94,8 +95,11 @@ func (e *authError) Unwrap() error { return e.err }
 
 // classify is the one place that maps an error to its kind. It returns an
 // *protocol.Error for op and path, or nil for a nil err. The SFTP status
-// code, when there is one, goes into Code.
-func classify(op, path string, err error) error {
+// code, when there is one, goes into Code. The text of err, which may quote
+// the server (status messages, disconnect reasons, command output), is
+// shown as protocol.ServerText makes it, with secret (the password) taken
+// out.
+func classify(op, path string, err error, secret string) error {
 	if err == nil {
 		return nil
 	}
@@ -104,12 +108,88 @@ func classify(op, path string, err error) error {
 		return err
 	}
 	code, kind := kindOf(err)
-	return &protocol.Error{Op: op, Path: path, Code: code, Kind: kind, Err: err}
+	if hostNotFound(err) {
+		err = &hostError{err: err}
+	}
+	return shown(&protocol.Error{Op: op, Path: path, Code: code, Kind: kind, Err: err}, secret)
 }
+
+// shown returns pe with the text of its cause shown as protocol.ServerText
+// makes it; errors.Is and errors.As still see the cause.
+func shown(pe *protocol.Error, secret string) *protocol.Error {
+	if pe.Err == nil {
+		return pe
+	}
+	if _, done := pe.Err.(*shownError); done {
+		return pe
+	}
+	raw := pe.Err.Error()
+	if text := protocol.ServerText(raw, secret); text != raw {
+		pe.Err = &shownError{err: pe.Err, text: text}
+	}
+	return pe
+}
+
+// shownError shows the text of an error that quotes the server as
+// protocol.ServerText makes it.
+type shownError struct {
+	err  error
+	text string
+}
+
+func (e *shownError) Error() string { return e.text }
+func (e *shownError) Unwrap() error { return e.err }
+
+// protocolError reports what no correct server sends. It matches
+// protocol.ErrProtocol.
+type protocolError struct{ msg string }
+
+func (e *protocolError) Error() string { return e.msg }
+
+// Is makes a protocolError match protocol.ErrProtocol.
+func (e *protocolError) Is(target error) bool { return target == protocol.ErrProtocol }
+
+// checkSize rejects a file size no server may report: pkg/sftp turns the
+// protocol's unsigned size into an int64, so a size of 2^63 or more comes
+// out negative.
+func checkSize(size int64) error {
+	if size < 0 {
+		return &protocolError{msg: fmt.Sprintf("sftp: the server reported a file size of %d bytes", uint64(size))}
+	}
+	return nil
+}
+
+// hostNotFound reports a host name that DNS says does not exist: no new
+// attempt can succeed, unlike a refused connection (the server may be
+// restarting) or a DNS server that failed or timed out. It is classified
+// fs.ErrNotExist, the kind of a name that names nothing: permanent, and
+// "not found" to the user; the error's text names the host.
+func hostNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
+}
+
+// hostError is the cause of an error for a host DNS does not know.
+type hostError struct{ err error }
+
+func (e *hostError) Error() string {
+	var de *net.DNSError
+	errors.As(e.err, &de)
+	return fmt.Sprintf("no host named %q (DNS: %s)", de.Name, de.Err)
+}
+
+func (e *hostError) Unwrap() error { return e.err }
 
 // kindOf returns the SFTP status code carried by err (0 if none) and its
 // kind.
 func kindOf(err error) (int, error) {
+	switch {
+	case errors.Is(err, protocol.ErrProtocol):
+		// protocol.Classify does not know this kind.
+		return 0, protocol.ErrProtocol
+	case hostNotFound(err):
+		return 0, fs.ErrNotExist
+	}
 	var he *HostKeyError
 	if errors.As(err, &he) {
 		return 0, protocol.ErrHostKey

@@ -2,6 +2,7 @@ package sftp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -44,7 +45,9 @@ type handshakeState struct {
 // version exchange), as does WithDialTimeout. An unknown or mismatching
 // host key yields an error matching protocol.ErrHostKey whose message
 // names the received and expected fingerprints (see HostKeyError); a
-// rejected login yields protocol.ErrAuth; network failures yield
+// rejected login yields protocol.ErrAuth; a server that greets in FTP (an
+// ftp port) yields protocol.ErrProtocol at once; a host name DNS does not
+// know yields fs.ErrNotExist; other network failures yield
 // protocol.ErrTransient.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	o, err := applyOptions(opts)
@@ -78,7 +81,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 		case dctx.Err() != nil:
 			return &protocol.Error{Op: op, Kind: protocol.ErrTransient, Err: errors.Join(errDialTimeout, err)}
 		}
-		return classify(op, "", err)
+		return classify(op, "", err, o.password)
 	}
 
 	log := o.logger.With("addr", addr, "user", o.user)
@@ -89,6 +92,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	}
 	conn := &countingConn{Conn: nc}
 	conn.buf = bufio.NewReaderSize(rawReader{conn}, readBufferSize)
+	greeting := &greetingConn{countingConn: conn}
 	// The handshake has no context of its own: bound it by a deadline and
 	// by closing the connection when ctx ends.
 	if dl, ok := dctx.Deadline(); ok {
@@ -150,14 +154,18 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 		cfg.Auth = append(cfg.Auth, ssh.PasswordCallback(func() (string, error) { return pw, nil }))
 	}
 
-	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	c, chans, reqs, err := ssh.NewClientConn(greeting, addr, cfg)
 	if err != nil {
 		stop()
 		_ = conn.Close()
-		if ctx.Err() != nil || dctx.Err() != nil {
+		var ge *greetingError
+		switch {
+		case errors.As(err, &ge):
+			return nil, shown(&protocol.Error{Op: "dial", Kind: protocol.ErrProtocol, Err: ge}, o.password)
+		case ctx.Err() != nil || dctx.Err() != nil:
 			return nil, dialErr("login", err)
 		}
-		return nil, handshakeError(st, o.user, err)
+		return nil, handshakeError(st, o.user, err, o.password)
 	}
 	client := ssh.NewClient(c, chans, reqs)
 	sc, err := startSFTP(client, &o)
@@ -176,7 +184,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	if am, ok := c.(ssh.AlgorithmsConnMetadata); ok {
 		cipher = am.Algorithms().Write.Cipher
 	}
-	log.Debug("sftp: connected", "server", string(c.ServerVersion()), "cipher", cipher,
+	log.Debug("sftp: connected", "server", protocol.ServerText(string(c.ServerVersion()), o.password), "cipher", cipher,
 		"packet", o.packetSize, "requests", o.concurrency)
 
 	s := &Session{
@@ -197,8 +205,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 
 // handshakeError classifies a failed SSH handshake: a rejected host key,
 // an authentication rejected after the host key was accepted, or a
-// transport failure.
-func handshakeError(st *handshakeState, user string, err error) error {
+// transport failure. secret is taken out of the server's words in it.
+func handshakeError(st *handshakeState, user string, err error, secret string) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.hostKeyErr != nil {
@@ -208,10 +216,82 @@ func handshakeError(st *handshakeState, user string, err error) error {
 		// The server answered our authentication requests and the
 		// handshake then failed without a transport error: rejected.
 		ae := &authError{user: user, tried: st.tried, err: err}
-		return &protocol.Error{Op: "login", Kind: protocol.ErrAuth, Err: ae}
+		return shown(&protocol.Error{Op: "login", Kind: protocol.ErrAuth, Err: ae}, secret)
 	}
-	return classify("login", "", err)
+	return classify("login", "", err, secret)
 }
+
+// greetingConn is the connection as the SSH handshake reads it. It looks at
+// the first bytes the server sends: an SSH server starts with its version
+// line, and x/crypto/ssh skips any other line while it waits for one, so
+// an FTP server's greeting ("220 ...") would leave the dial waiting for
+// the dial timeout. greetingConn fails the first read at once with a
+// *greetingError instead. (A TLS server, such as implicit FTPS, sends
+// nothing first; it closes the connection on SSH's version line.)
+type greetingConn struct {
+	*countingConn
+	first   []byte // what was read before the check, up to maxShownGreeting bytes
+	checked bool
+}
+
+func (c *greetingConn) Read(p []byte) (int, error) {
+	n, err := c.countingConn.Read(p)
+	if c.checked || n == 0 {
+		return n, err
+	}
+	c.first = append(c.first, p[:min(n, maxShownGreeting-len(c.first))]...)
+	if len(c.first) < 4 {
+		return n, err
+	}
+	c.checked = true
+	if ge := newGreetingError(c.first, append(c.first, c.peek()...)); ge != nil {
+		return 0, ge
+	}
+	c.first = nil
+	return n, err
+}
+
+// peek returns what the connection has buffered, up to maxShownGreeting
+// bytes, without consuming it.
+func (c *greetingConn) peek() []byte {
+	if c.buf == nil {
+		return nil
+	}
+	b, _ := c.buf.Peek(min(c.buf.Buffered(), maxShownGreeting))
+	return b
+}
+
+// maxShownGreeting bounds the greeting a *greetingError keeps.
+const maxShownGreeting = 128
+
+// greetingError reports a server that greeted in another protocol. It
+// matches protocol.ErrProtocol.
+type greetingError struct {
+	msg      string
+	greeting string // the raw start of what the server sent
+}
+
+func (e *greetingError) Error() string {
+	return fmt.Sprintf("%s (it began %q)", e.msg, e.greeting)
+}
+
+// Is makes a greetingError match protocol.ErrProtocol.
+func (e *greetingError) Is(target error) bool { return target == protocol.ErrProtocol }
+
+// newGreetingError returns the error for a server whose first bytes are
+// head and whose greeting starts with seen, or nil for a server that may
+// speak SSH. An FTP reply starts with three digits (the first 1 to 5) and
+// a space or hyphen, which no SSH version line does.
+func newGreetingError(head, seen []byte) *greetingError {
+	if !(head[0] >= '1' && head[0] <= '5' && isDigit(head[1]) && isDigit(head[2]) && (head[3] == ' ' || head[3] == '-')) {
+		return nil
+	}
+	line, _, _ := bytes.Cut(seen, []byte("\n"))
+	return &greetingError{msg: "the server speaks FTP, not SSH: use an ftp:// or ftps:// URL",
+		greeting: string(bytes.TrimRight(line[:min(len(line), maxShownGreeting)], "\r"))}
+}
+
+func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // placeholderKey is a public key no known_hosts file holds, used to ask the
 // known_hosts callback which key types it knows for a host.

@@ -2,11 +2,13 @@ package sftp
 
 import (
 	"bytes"
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/openhaul/haul/protocol"
 	"golang.org/x/crypto/ssh"
@@ -20,8 +22,15 @@ import (
 const (
 	execProbeMarker = "haul-hash-probe"
 	execDoneMarker  = "haul-hash-done"
-	// execOutputLimit bounds the output kept from a command.
+	// execOutputLimit bounds the output, and the error output, of a
+	// command: past it the command is stopped and fails.
 	execOutputLimit = 16 << 10
+	// execProbeTimeout bounds the probe (or half of WithDialTimeout,
+	// which bounds HashAlgorithms' probes together, if shorter). It runs
+	// "command -v" in the login shell: a round trip and the shell's start.
+	// A probe that does not answer in time leaves the session without
+	// hashing by exec, and usable.
+	execProbeTimeout = 5 * time.Second
 )
 
 // execTools maps an algorithm to the command that hashes standard input.
@@ -40,16 +49,19 @@ const execProbeCommand = "{ echo " + execProbeMarker + "; for c in sha256sum sha
 // probeExec runs execProbeCommand once and records the algorithms whose
 // tool was found, with head and tail. A refused or failing exec (a server
 // that forces internal-sftp runs the SFTP server instead, which prints
-// nothing) means no algorithm. It also records the SFTP working
-// directory, against which relative paths are resolved. Only a broken
-// connection is an error.
-func (s *Session) probeExec(hs *hashState) error {
-	out, err := s.run(execProbeCommand)
+// nothing), or one that does not answer within execProbeTimeout, means no
+// algorithm. It also records the SFTP working directory, against which
+// relative paths are resolved. Only a broken connection or a done ctx is
+// an error.
+func (s *Session) probeExec(ctx context.Context, hs *hashState) error {
+	pctx, cancel := context.WithTimeout(ctx, min(execProbeTimeout, s.opts.dialTimeout/2))
+	defer cancel()
+	out, err := s.run(pctx, execProbeCommand)
 	if err != nil {
-		if s.aborted.Load() || s.closed.Load() {
+		if s.aborted.Load() || s.closed.Load() || ctx.Err() != nil {
 			return err
 		}
-		s.log.Debug("sftp: exec refused or failed; no hash by exec", "err", err)
+		s.log.Debug("sftp: exec refused, failed or did not answer; no hash by exec", "err", err)
 		return nil
 	}
 	algos := parseExecProbe(out)
@@ -143,62 +155,97 @@ func parseExecHash(out []byte, size int) ([]byte, error) {
 }
 
 // execHash hashes [start, end) of path (a file of size bytes) with the
-// tool for algo over SSH exec.
-func (s *Session) execHash(hs *hashState, path, algo string, digestSize int, start, end, size int64) ([]byte, error) {
+// tool for algo over SSH exec; ctx ends the command.
+func (s *Session) execHash(ctx context.Context, hs *hashState, path, algo string, digestSize int, start, end, size int64) ([]byte, error) {
 	abs := path
 	if !strings.HasPrefix(abs, "/") {
 		// The command runs in the login directory; SFTP resolves
 		// relative paths against its own (sftp-server -d may differ).
 		abs = strings.TrimSuffix(hs.cwd, "/") + "/" + path
 	}
-	out, err := s.run(execHashCommand(execTools[algo], abs, start, end, size))
+	out, err := s.run(ctx, execHashCommand(execTools[algo], abs, start, end, size))
 	if err != nil {
-		if s.aborted.Load() || s.closed.Load() {
+		if s.aborted.Load() || s.closed.Load() || ctx.Err() != nil {
 			return nil, err
 		}
-		return nil, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported,
-			Err: fmt.Errorf("hash command failed on the server: %w", err)}
+		return nil, shown(&protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported,
+			Err: fmt.Errorf("hash command failed on the server: %w", err)}, s.opts.password)
 	}
 	sum, err := parseExecHash(out, digestSize)
 	if err != nil {
-		return nil, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported, Err: err}
+		return nil, shown(&protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported, Err: err}, s.opts.password)
 	}
 	return sum, nil
 }
 
+var errOutputTooLong = fmt.Errorf("command output longer than %d bytes", execOutputLimit)
+
 // run runs cmd over SSH exec with an empty standard input and returns its
-// standard output (at most execOutputLimit bytes). A non-zero exit status
-// is an *ssh.ExitError carrying the start of standard error in the
-// returned error.
-func (s *Session) run(cmd string) ([]byte, error) {
+// standard output. Output or error output longer than execOutputLimit
+// stops the command and fails with errOutputTooLong. When ctx ends, the
+// exec channel is closed, which tells the server to stop the command, and
+// run returns ctx's error. A non-zero exit status is an *ssh.ExitError
+// carrying the start of standard error (as protocol.ServerText shows it)
+// in the returned error.
+func (s *Session) run(ctx context.Context, cmd string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	sess, err := s.ssh.NewSession()
 	if err != nil {
 		return nil, err
 	}
 	defer sess.Close()
-	stdout := &limitedBuffer{max: execOutputLimit}
-	stderr := &limitedBuffer{max: 512}
+	stopCmd := func() { _ = sess.Close() }
+	stdout := &cappedBuffer{max: execOutputLimit, full: stopCmd}
+	stderr := &cappedBuffer{max: execOutputLimit, full: stopCmd}
 	sess.Stdout, sess.Stderr = stdout, stderr
-	if err := sess.Run(cmd); err != nil {
+	stop := context.AfterFunc(ctx, stopCmd)
+	err = sess.Run(cmd)
+	stop()
+	// Run has returned: the copies into stdout and stderr are done.
+	switch {
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("exec stopped: %w", context.Cause(ctx))
+	case stdout.over || stderr.over:
+		return nil, errOutputTooLong
+	case err != nil:
 		var ee *ssh.ExitError
-		if errors.As(err, &ee) && stderr.Len() > 0 {
-			return nil, fmt.Errorf("%w: %q", err, bytes.TrimSpace(stderr.Bytes()))
+		if errors.As(err, &ee) && len(stderr.buf) > 0 {
+			return nil, fmt.Errorf("%w: %q", err,
+				protocol.ServerText(string(bytes.TrimSpace(stderr.buf)), s.opts.password))
 		}
 		return nil, err
 	}
-	return stdout.Bytes(), nil
+	return stdout.buf, nil
 }
 
-// limitedBuffer keeps the first max bytes written to it and discards the
-// rest.
-type limitedBuffer struct {
-	bytes.Buffer
-	max int
+// cappedBuffer keeps what is written to it up to max bytes; the Write that
+// would pass max fails with errOutputTooLong, and so does every later one,
+// and full is called once. It is an io.Writer and nothing more, on
+// purpose: x/crypto/ssh copies a command's output with io.Copy, which
+// prefers the destination's ReadFrom to its Write (a type that embedded
+// bytes.Buffer was read 1 GiB of output into through ReadFrom, past its
+// capped Write).
+type cappedBuffer struct {
+	buf  []byte
+	max  int
+	over bool
+	full func()
 }
 
-func (b *limitedBuffer) Write(p []byte) (int, error) {
-	if room := b.max - b.Len(); room > 0 {
-		b.Buffer.Write(p[:min(len(p), room)])
+func (b *cappedBuffer) Write(p []byte) (int, error) {
+	if b.over {
+		return 0, errOutputTooLong
 	}
+	if room := b.max - len(b.buf); len(p) > room {
+		b.buf = append(b.buf, p[:room]...)
+		b.over = true
+		if b.full != nil {
+			b.full()
+		}
+		return room, errOutputTooLong
+	}
+	b.buf = append(b.buf, p...)
 	return len(p), nil
 }

@@ -32,8 +32,11 @@ type hashState struct {
 // first: those of the check-file extension when the server has it, else
 // those of the hash commands found over SSH exec (see WithExecHash). The
 // first call probes the server (a second SFTP channel, and an exec
-// command where needed), bounded by WithDialTimeout; a probe that times
-// out closes the connection, like any call whose context ends.
+// command where needed), bounded by WithDialTimeout; the exec probe gets
+// at most 5 s (or half of it) and, when it does not answer, only its
+// channel is closed and the session offers no hash by exec. A check-file
+// probe that times out closes the connection, like any call whose context
+// ends.
 func (s *Session) HashAlgorithms() []string {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dialTimeout)
 	defer cancel()
@@ -78,7 +81,7 @@ func (s *Session) probeHash(ctx context.Context) *hashState {
 	hs.probed = true
 	err = s.probeCheckFile(hs)
 	if err == nil && hs.checkFile == nil && s.opts.execHash {
-		err = s.probeExec(hs)
+		err = s.probeExec(ctx, hs)
 	}
 	if err = end(err); err != nil {
 		s.log.Debug("sftp: hash probe failed", "err", err)
@@ -138,7 +141,9 @@ func (s *Session) probeCheckFile(hs *hashState) error {
 // server; a missing file yields fs.ErrNotExist.
 //
 // The server sends nothing while it hashes: the keepalive does not close
-// the connection meanwhile, so bound the call by ctx.
+// the connection meanwhile, so bound the call by ctx. When ctx ends, a hash
+// command's exec channel is closed (the server stops the command) and the
+// connection with it.
 func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end int64) ([]byte, error) {
 	if start < 0 || end >= 0 && end < start {
 		return nil, &protocol.Error{Op: "hash", Path: path, Err: fmt.Errorf("invalid range [%d, %d)", start, end)}
@@ -157,14 +162,14 @@ func (s *Session) Hash(ctx context.Context, path, algorithm string, start, end i
 	}
 	s.quiet.Add(1)
 	defer s.quiet.Add(-1)
-	sum, err := s.hashRange(hs, h, path, algorithm, start, end)
+	sum, err := s.hashRange(ctx, hs, h, path, algorithm, start, end)
 	return sum, done(err)
 }
 
 var errNoHash = errors.New("the server offers no way to hash this")
 
 // hashRange is Hash once the call has begun.
-func (s *Session) hashRange(hs *hashState, h hash.Hash, path, algo string, start, end int64) ([]byte, error) {
+func (s *Session) hashRange(ctx context.Context, hs *hashState, h hash.Hash, path, algo string, start, end int64) ([]byte, error) {
 	byCheckFile := slices.Contains(hs.checkFile, algo)
 	byExec := slices.Contains(hs.exec, algo)
 	if !byCheckFile && !byExec {
@@ -179,6 +184,9 @@ func (s *Session) hashRange(hs *hashState, h hash.Hash, path, algo string, start
 		return nil, fmt.Errorf("%s is a directory", path)
 	}
 	size := fi.Size()
+	if err := checkSize(size); err != nil {
+		return nil, err
+	}
 	if end < 0 || end > size {
 		end = size
 	}
@@ -197,12 +205,12 @@ func (s *Session) hashRange(hs *hashState, h hash.Hash, path, algo string, start
 			return nil, err
 		}
 		if used != algo || len(sum) != h.Size() {
-			return nil, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported,
-				Err: fmt.Errorf("check-file answered %d bytes of %q for one %s digest", len(sum), used, algo)}
+			return nil, shown(&protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported,
+				Err: fmt.Errorf("check-file answered %d bytes of %q for one %s digest", len(sum), used, algo)}, s.opts.password)
 		}
 		return sum, nil
 	case byExec:
-		return s.execHash(hs, path, algo, h.Size(), start, end, size)
+		return s.execHash(ctx, hs, path, algo, h.Size(), start, end, size)
 	}
 	return nil, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported,
 		Err: fmt.Errorf("%w: check-file cannot hash [%d, %d) of a %d-byte file", errNoHash, start, end, size)}

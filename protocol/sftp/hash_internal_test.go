@@ -5,11 +5,15 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/openhaul/haul/protocol"
 )
 
 func TestShellQuoteRoundTrip(t *testing.T) {
@@ -122,7 +126,7 @@ func TestParseCheckFileReplies(t *testing.T) {
 	if !errors.As(err, &fe) || fe.Code != fxNoSuchFile {
 		t.Fatalf("status: %v", err)
 	}
-	if code, kind := kindOf(err); code != fxNoSuchFile || kind == nil || !errors.Is(classify("hash", "p", err), kind) {
+	if code, kind := kindOf(err); code != fxNoSuchFile || kind == nil || !errors.Is(classify("hash", "p", err, ""), kind) {
 		t.Fatalf("status classified as %d %v", code, kind)
 	}
 	_, _, err = parseCheckFileReply(7, fxpStatus, reply(u32(7), u32(fxOpUnsupported)))
@@ -169,5 +173,76 @@ func TestParseVersionExtensions(t *testing.T) {
 	}
 	if _, err := parseVersion(binary.BigEndian.AppendUint32(nil, 2)); err == nil {
 		t.Fatal("version 2 accepted")
+	}
+}
+
+// cappedBuffer must be an io.Writer only: io.Copy, which x/crypto/ssh uses
+// for a command's output, prefers a destination's ReadFrom to its Write.
+func TestCappedBufferStopsCopy(t *testing.T) {
+	var full int
+	b := &cappedBuffer{max: 100, full: func() { full++ }}
+	if _, ok := any(b).(io.ReaderFrom); ok {
+		t.Fatal("cappedBuffer has a ReadFrom, which io.Copy would use instead of Write")
+	}
+	src := &countingReader{limit: 1 << 30}
+	n, err := io.Copy(b, src)
+	if !errors.Is(err, errOutputTooLong) || n != 100 || len(b.buf) != 100 || !b.over || full != 1 {
+		t.Fatalf("io.Copy = %d, %v; kept %d, over %v, full called %d times", n, err, len(b.buf), b.over, full)
+	}
+	if src.n > 64<<10 {
+		t.Fatalf("io.Copy read %d bytes from the source", src.n)
+	}
+	if _, err := b.Write([]byte("x")); !errors.Is(err, errOutputTooLong) || full != 1 {
+		t.Fatalf("Write after the cap: %v (full called %d times)", err, full)
+	}
+	ok := &cappedBuffer{max: 100}
+	if n, err := io.Copy(ok, strings.NewReader("short output")); n != 12 || err != nil || string(ok.buf) != "short output" {
+		t.Fatalf("short output: %d, %v, %q", n, err, ok.buf)
+	}
+}
+
+// countingReader yields zeros up to limit and counts them.
+type countingReader struct{ n, limit int64 }
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	if r.n >= r.limit {
+		return 0, io.EOF
+	}
+	k := int(min(int64(len(p)), r.limit-r.n))
+	clear(p[:k])
+	r.n += int64(k)
+	return k, nil
+}
+
+func TestGreetingError(t *testing.T) {
+	for _, tt := range []struct {
+		seen string
+		ftp  bool
+	}{
+		{"SSH-2.0-OpenSSH_9.2p1\r\n", false},
+		{"SSH-1.99-old\r\n", false},
+		{"220 (vsFTPd 3.0.3)\r\n", true},
+		{"220-Welcome\r\n220 ready\r\n", true},
+		{"421 Too many connections\r\n", true},
+		{"Welcome banner before the version\r\nSSH-2.0-x\r\n", false},
+		{"2200 no\r\n", false},
+		{"620 no\r\n", false},
+	} {
+		ge := newGreetingError([]byte(tt.seen[:4]), []byte(tt.seen))
+		if got := ge != nil; got != tt.ftp {
+			t.Errorf("%q: FTP %v, want %v", tt.seen, got, tt.ftp)
+			continue
+		}
+		if ge == nil {
+			continue
+		}
+		if !errors.Is(ge, protocol.ErrProtocol) || !strings.Contains(ge.Error(), "ftp://") ||
+			strings.Contains(ge.Error(), "\r") || strings.Contains(ge.Error(), "\n") {
+			t.Errorf("%q: %v", tt.seen, ge)
+		}
+	}
+	long := "220 " + strings.Repeat("x", 10000) + "\r\n"
+	if ge := newGreetingError([]byte(long[:4]), []byte(long)); len(ge.Error()) > 300 {
+		t.Fatalf("error of %d bytes", len(ge.Error()))
 	}
 }

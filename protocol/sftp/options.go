@@ -139,7 +139,9 @@ func WithUser(name string) Option {
 }
 
 // WithPassword enables password authentication with pw. It is tried after
-// public keys. The password is never logged.
+// public keys. The password is never logged, and where the server repeats
+// it (a status message, a command's output) in an error or a log, it is
+// replaced by "****".
 func WithPassword(pw string) Option {
 	return func(o *options) error {
 		o.password = pw
@@ -303,8 +305,9 @@ func WithNoSpaceMargin(bytes int64) Option {
 // user's login shell, with the path single-quoted) when the server has no
 // check-file extension. The commands run once per session to probe (for
 // the tools, in the shell's startup directory) and once per hash; servers
-// that refuse exec or force internal-sftp simply offer no hash. Default:
-// on.
+// that refuse exec or force internal-sftp, or whose probe does not answer
+// within 5 s (or half of WithDialTimeout), simply offer no hash. A command
+// whose output passes 16 KiB is stopped and fails. Default: on.
 func WithExecHash(on bool) Option {
 	return func(o *options) error {
 		o.execHash = on

@@ -64,6 +64,9 @@ func (s *Session) openReader(ctx context.Context, path string, offset, length in
 		return fail(f, fmt.Errorf("%s is a directory", path))
 	}
 	size := fi.Size()
+	if err := checkSize(size); err != nil {
+		return fail(f, err)
+	}
 	if offset > size {
 		return fail(f, fmt.Errorf("offset %d is past the end of the file (%d bytes)", offset, size))
 	}
@@ -286,7 +289,7 @@ func (r *reader) check(got int64, err error) error {
 	case r.aborted.Load():
 		return &protocol.Error{Op: "read", Path: r.path, Err: fmt.Errorf("reader closed: %w", err)}
 	}
-	return classify("read", r.path, err)
+	return classify("read", r.path, err, r.s.opts.password)
 }
 
 // Close closes the remote file. Closing while a Read or WriteTo is blocked
@@ -305,7 +308,7 @@ func (r *reader) Close() error {
 		case cancelled:
 			r.closeErr = &protocol.Error{Op: "close", Path: r.path, Err: r.ctx.Err()}
 		default:
-			r.closeErr = classify("close", r.path, err)
+			r.closeErr = classify("close", r.path, err, r.s.opts.password)
 		}
 	})
 	return r.closeErr
@@ -339,5 +342,5 @@ func (s *Session) openFailed(ctx context.Context, path string, f *sftp.File, sto
 	if !stop() {
 		return &protocol.Error{Op: "open", Path: path, Err: ctx.Err()}
 	}
-	return classify("open", path, err)
+	return classify("open", path, err, s.opts.password)
 }

@@ -44,7 +44,12 @@ type testServer struct {
 	// execDir, when set, lets exec requests run "sh -c" there (a login
 	// directory other than the SFTP working directory, dir).
 	execDir string
-	execs   atomic.Int32
+	// execHandler, when set, serves exec requests instead of sh: it gets
+	// the channel, the command and a channel closed once the client has
+	// closed the channel (or the connection is gone), and must return by
+	// then; the channel is closed after it returns.
+	execHandler func(ch ssh.Channel, cmd string, closed <-chan struct{})
+	execs       atomic.Int32
 	// maxSFTP, when positive, refuses SFTP subsystems beyond that many per
 	// connection; sftpChans counts those started.
 	maxSFTP   int32
@@ -178,17 +183,24 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 		if err != nil {
 			continue
 		}
+		closed := make(chan struct{})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer ch.Close()
+			defer close(closed)
 			for req := range creqs {
-				if req.Type == "exec" && ts.execDir != "" && len(req.Payload) > 4 {
+				if req.Type == "exec" && (ts.execDir != "" || ts.execHandler != nil) && len(req.Payload) > 4 {
 					_ = req.Reply(true, nil)
 					ts.execs.Add(1)
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
+						if ts.execHandler != nil {
+							defer ch.Close()
+							ts.execHandler(ch, string(req.Payload[4:]), closed)
+							return
+						}
 						ts.serveExec(ch, string(req.Payload[4:]))
 					}()
 					continue
@@ -262,6 +274,9 @@ type faultFS struct {
 	readGate   chan struct{} // reads past readBlock wait for it to close
 	readBlock  int64
 	freeBlocks uint64
+	// statSize, when non-zero before handlers is called, is the size
+	// every Stat and Fstat reports.
+	statSize int64
 }
 
 func newFaultFS() *faultFS {
@@ -269,7 +284,49 @@ func newFaultFS() *faultFS {
 }
 
 func (f *faultFS) handlers() *sftp.Handlers {
-	return &sftp.Handlers{FileGet: faultGet{f}, FilePut: faultPut{f}, FileCmd: faultCmd{f}, FileList: f.inner.FileList}
+	h := &sftp.Handlers{FileGet: faultGet{f}, FilePut: faultPut{f}, FileCmd: faultCmd{f}, FileList: f.inner.FileList}
+	if f.statSize != 0 {
+		h.FileList = sizeLister{f.inner.FileList, f.statSize}
+	}
+	return h
+}
+
+// sizeLister reports size for every file it stats.
+type sizeLister struct {
+	inner sftp.FileLister
+	size  int64
+}
+
+func (l sizeLister) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
+	la, err := l.inner.Filelist(r)
+	if err != nil || r.Method != "Stat" {
+		return la, err
+	}
+	fis := make([]os.FileInfo, 1)
+	if n, _ := la.ListAt(fis, 0); n != 1 {
+		return la, nil
+	}
+	return listerAt{sizedInfo{fis[0], l.size}}, nil
+}
+
+type sizedInfo struct {
+	os.FileInfo
+	size int64
+}
+
+func (s sizedInfo) Size() int64 { return s.size }
+
+type listerAt []os.FileInfo
+
+func (l listerAt) ListAt(f []os.FileInfo, off int64) (int, error) {
+	if off >= int64(len(l)) {
+		return 0, io.EOF
+	}
+	n := copy(f, l[off:])
+	if off+int64(n) >= int64(len(l)) {
+		return n, io.EOF
+	}
+	return n, nil
 }
 
 func (f *faultFS) setFail(off int64, err error) {

@@ -20,6 +20,12 @@
 // Every method honours its context by closing the SSH connection when the
 // context ends; the Session is then unusable and must be closed.
 //
+// The server is not trusted: a command's output over exec is bounded, a
+// file size of 2^63 or more and an FTP greeting match protocol.ErrProtocol,
+// and what errors and logs show of the server's words (status messages,
+// command output, its version) is cut to protocol.MaxServerText bytes,
+// escaped, and rid of the password (see protocol.ServerText).
+//
 // Errors are *protocol.Error values classified by classify.go. One case
 // cannot be told apart exactly: OpenSSH's sftp-server answers a full disk
 // with the generic SSH_FX_FAILURE. A write failing that way is reported as
@@ -224,7 +230,7 @@ func (s *Session) Close() error {
 		}
 	})
 	if err != nil {
-		return classify("close", "", err)
+		return classify("close", "", err, s.opts.password)
 	}
 	return nil
 }
@@ -247,7 +253,7 @@ func (s *Session) begin(ctx context.Context, op, path string) (end func(error) e
 		if !stop() && err != nil {
 			return &protocol.Error{Op: op, Path: path, Err: ctx.Err()}
 		}
-		return classify(op, path, err)
+		return classify(op, path, err, s.opts.password)
 	}, nil
 }
 
@@ -258,6 +264,9 @@ func (s *Session) Stat(ctx context.Context, path string) (protocol.FileInfo, err
 		return protocol.FileInfo{}, err
 	}
 	fi, err := s.client.Stat(path)
+	if err == nil {
+		err = checkSize(fi.Size())
+	}
 	if err = end(err); err != nil {
 		return protocol.FileInfo{}, err
 	}

@@ -2,7 +2,6 @@ package sftp
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 )
@@ -42,7 +41,7 @@ const (
 
 // errReadChannel marks a reply the pipeline cannot make sense of; the read
 // channel is dropped after it.
-var errReadChannel = errors.New("sftp: malformed reply on the read channel")
+var errReadChannel error = &protocolError{msg: "sftp: malformed reply on the read channel"}
 
 // remoteFile is a file opened for reading on the read channel.
 type remoteFile struct {

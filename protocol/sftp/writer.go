@@ -68,6 +68,8 @@ func (s *Session) openWriter(ctx context.Context, path string, offset int64, ran
 			return fail(f, err)
 		}
 		switch size := fi.Size(); {
+		case size < 0:
+			return fail(f, checkSize(size))
 		case size < offset:
 			return fail(f, fmt.Errorf("offset %d is past the end of the file (%d bytes): it would leave a hole", offset, size))
 		case size > offset:
@@ -162,9 +164,9 @@ func (w *writer) classifyWrite(err error, off int64) error {
 	}
 	err = fmt.Errorf("at offset %d: %w", w.base+off, err)
 	if w.s.noSpace(w.path, err) {
-		return &protocol.Error{Op: "write", Path: w.path, Code: fxFailure, Kind: protocol.ErrNoSpace, Err: err}
+		return shown(&protocol.Error{Op: "write", Path: w.path, Code: fxFailure, Kind: protocol.ErrNoSpace, Err: err}, w.s.opts.password)
 	}
-	return classify("write", w.path, err)
+	return classify("write", w.path, err, w.s.opts.password)
 }
 
 // submit queues buf[:n] at the next offset; it blocks while the window of
@@ -287,9 +289,9 @@ func (w *writer) Close() error {
 		if w.ctx.Err() != nil {
 			werr = &protocol.Error{Op: "close", Path: w.path, Err: w.ctx.Err()}
 		} else if w.s.noSpace(w.path, cerr) {
-			werr = &protocol.Error{Op: "close", Path: w.path, Code: fxFailure, Kind: protocol.ErrNoSpace, Err: cerr}
+			werr = shown(&protocol.Error{Op: "close", Path: w.path, Code: fxFailure, Kind: protocol.ErrNoSpace, Err: cerr}, w.s.opts.password)
 		} else {
-			werr = classify("close", w.path, cerr)
+			werr = classify("close", w.path, cerr, w.s.opts.password)
 		}
 	}
 	// A context cancelled after the last acknowledgement leaves the data
