@@ -131,6 +131,9 @@ func probeOffset(ctx context.Context, sess protocol.Session, path string, size i
 	pctx, cancel := context.WithTimeout(ctx, cfg.stallTimeout())
 	defer cancel()
 	rd, err := sess.OpenReader(pctx, path, size-tail)
+	if errors.Is(err, protocol.ErrResumeUnsupported) {
+		return fmt.Errorf("%w: %w", errMisaligned, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -255,7 +258,7 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 		r.restart(a, "remote file changed between attempts")
 		off = 0
 	case d.noResume && off > 0 && off < info.Size:
-		r.restart(a, "the server does not start a stream at an offset: restarting from zero")
+		r.restart(a, "the server cannot start a stream at an offset: restarting from zero")
 		off = 0
 	}
 	if off < local {
@@ -279,6 +282,19 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 		return err
 	}
 	rd, err := sess.OpenReader(ctx, d.path, off-k)
+	if errors.Is(err, protocol.ErrResumeUnsupported) && off-k > 0 {
+		// The server cannot start at an offset: from zero, from now on.
+		d.noResume = true
+		r.restart(a, "the server cannot resume downloads: restarting from zero")
+		if err := d.dst.Truncate(0); err != nil {
+			return &localError{op: "truncate", err: err}
+		}
+		off, k, d.proven, informative = 0, 0, 0, false
+		if err := d.record(0); err != nil {
+			return err
+		}
+		rd, err = sess.OpenReader(ctx, d.path, 0)
+	}
 	if err != nil {
 		return err
 	}

@@ -47,6 +47,9 @@ type fakeServer struct {
 	// zero, like an FTP server that answers 350 to REST and sends the
 	// whole file (math.MaxInt64: every offset).
 	ignoreBelow int64
+	// noRest makes readers and writers refuse offsets > 0, like an FTP
+	// server without REST (502).
+	noRest bool
 	// denyFrom and denyTo make readers opened at an offset in
 	// [denyFrom, denyTo) fail with a permission error.
 	denyFrom, denyTo int64
@@ -132,8 +135,11 @@ func (f *fakeSession) OpenReader(ctx context.Context, path string, offset int64)
 		return nil, &protocol.Error{Op: "read", Path: path, Code: 550, Kind: fs.ErrNotExist}
 	}
 	f.s.mu.Lock()
-	ignore, denyFrom, denyTo := f.s.ignoreBelow, f.s.denyFrom, f.s.denyTo
+	ignore, denyFrom, denyTo, noRest := f.s.ignoreBelow, f.s.denyFrom, f.s.denyTo, f.s.noRest
 	f.s.mu.Unlock()
+	if noRest && offset > 0 {
+		return nil, &protocol.Error{Op: "read", Path: path, Code: 502, Kind: protocol.ErrResumeUnsupported}
+	}
 	if offset >= denyFrom && offset < denyTo {
 		return nil, &protocol.Error{Op: "read", Path: path, Code: 550, Kind: fs.ErrPermission}
 	}
@@ -172,7 +178,7 @@ func (f *fakeSession) OpenWriter(ctx context.Context, path string, offset int64)
 	if offset > int64(len(b)) {
 		return nil, errors.New("fake: offset past the end")
 	}
-	if offset > 0 && f.s.refuseOffset {
+	if offset > 0 && (f.s.refuseOffset || f.s.noRest) {
 		return nil, &protocol.Error{Op: "write", Path: path, Code: 451, Kind: protocol.ErrResumeUnsupported}
 	}
 	f.s.files[path] = bytes.Clone(b[:offset])

@@ -455,3 +455,89 @@ func TestSegmentedUploadStateOutlivesItsRemoteFile(t *testing.T) {
 		t.Fatal("content differs")
 	}
 }
+
+// Issue 11 case 3: a server that cannot start at an offset (no REST):
+// every fault restarts from zero, in both directions, and says so.
+func TestServerWithoutRestRestartsFromZero(t *testing.T) {
+	src := randomBytes(1 << 20)
+	t.Run("download", func(t *testing.T) {
+		s := newFakeServer()
+		s.put("f", src)
+		s.noRest = true
+		s.cuts = []int64{300_000}
+		f := tempFile(t)
+		res, err := resume.Download(context.Background(), s.dial, "f", f, stateCfg(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readAll(t, f), src) || res.Restarts != 1 {
+			t.Fatalf("%+v", res)
+		}
+	})
+	t.Run("upload", func(t *testing.T) {
+		s := newFakeServer()
+		s.noRest = true
+		s.cuts = []int64{300_000}
+		cfg := stateCfg(t)
+		cfg.TempPath = "f.part"
+		res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(s.file("f"), src) || res.Restarts != 1 {
+			t.Fatalf("%+v", res)
+		}
+	})
+	t.Run("segmented download", func(t *testing.T) {
+		s := newFakeServer()
+		s.put("f", randomBytes(4<<20))
+		s.noRest = true
+		f := tempFile(t)
+		if _, err := resume.Download(context.Background(), s.dial, "f", f, segmentedCfg(t)); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(readAll(t, f), s.file("f")) {
+			t.Fatal("content differs")
+		}
+	})
+}
+
+// slowFirstStat is a session whose first Stat queues (behind a busy disk);
+// later round trips are fast.
+type slowFirstStat struct {
+	fakeSession
+	slowed *atomic.Bool
+}
+
+func (s *slowFirstStat) Stat(ctx context.Context, path string) (protocol.FileInfo, error) {
+	if s.slowed.CompareAndSwap(false, true) {
+		time.Sleep(30 * time.Millisecond) // the queued request, not a wait for an event
+	}
+	return s.fakeSession.Stat(ctx, path)
+}
+
+// Issue 11 case 7: one slow round trip on a fast link does not make a
+// transfer split into segments.
+func TestAutoSegmentsNeedMoreThanOneSlowSample(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(4 << 20)
+	s.put("f", src)
+	var slowed atomic.Bool
+	dial := func(ctx context.Context) (protocol.Session, error) {
+		sess, err := s.dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return &slowFirstStat{fakeSession: *sess.(*fakeSession), slowed: &slowed}, nil
+	}
+	cfg := stateCfg(t)
+	cfg.MinSegmentSize = 1 << 20
+	f := tempFile(t)
+	res, err := resume.Download(context.Background(), dial, "f", f, cfg)
+	if err != nil || !bytes.Equal(readAll(t, f), src) {
+		t.Fatal(err)
+	}
+	if res.Segments != 0 || s.dials != 1 {
+		t.Fatalf("split on one slow sample: %+v, %d dials", res, s.dials)
+	}
+}

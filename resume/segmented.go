@@ -64,6 +64,32 @@ func chooseSegments(cfg Config, size int64, rtt time.Duration) int {
 	return int(max(1, min(int64(n), size/minSeg)))
 }
 
+// rttSamples is how many round trips roundTrip takes at most.
+const rttSamples = 3
+
+// roundTrip returns the round trip to use for deciding on segments, given
+// a first sample: one that already says the link is fast stands; else the
+// smallest of a few more, since one request may have queued behind the
+// server's disk or a busy machine (a cheap check where the session has
+// one, else another stat).
+func roundTrip(ctx context.Context, sess protocol.Session, path string, first time.Duration) time.Duration {
+	best := first
+	for i := 1; i < rttSamples && best >= autoSegmentRTT; i++ {
+		began := time.Now()
+		var err error
+		if c, ok := sess.(protocol.Checker); ok {
+			err = c.Check(ctx)
+		} else {
+			_, err = sess.Stat(ctx, path)
+		}
+		if err != nil {
+			break
+		}
+		best = min(best, time.Since(began))
+	}
+	return best
+}
+
 // probe dials once to learn the remote file's size and the round trip. On
 // success it returns the logged-in session for the transfer to go on with.
 func probe(ctx context.Context, dial protocol.Dialer, path string, cfg Config) (protocol.FileInfo, time.Duration, protocol.Session, Result, error) {
@@ -75,6 +101,9 @@ func probe(ctx context.Context, dial protocol.Dialer, path string, cfg Config) (
 		var err error
 		info, err = sess.Stat(ctx, path)
 		rtt = time.Since(began)
+		if err == nil {
+			rtt = roundTrip(ctx, sess, path, rtt)
+		}
 		a.keep = true
 		return err
 	})
@@ -607,6 +636,9 @@ func maybeSegmentedUpload(ctx context.Context, dial protocol.Dialer, src Source,
 		began := time.Now()
 		_, err := remoteSize(ctx, sess, cfg.TempPath)
 		rtt = time.Since(began)
+		if err == nil {
+			rtt = roundTrip(ctx, sess, cfg.TempPath, rtt)
+		}
 		if err == nil && stErr == nil {
 			// A state is trusted only while the remote file it describes
 			// holds at least what it records.

@@ -200,6 +200,13 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	// catches a server that wrote at another offset than asked.
 	if k > 0 {
 		same, err := a.sameRange(ctx, sess, u.target, u.src, offset-k, offset)
+		if errors.Is(err, protocol.ErrResumeUnsupported) {
+			// The partial cannot be read from an offset, so nothing
+			// proves it; and a server that cannot read from an offset
+			// seldom writes at one.
+			u.noResume = true
+			same, err = false, nil
+		}
 		if err != nil {
 			return err
 		}

@@ -42,6 +42,24 @@ type Config struct {
 	// InsecureIgnoreHostKey accepts any SFTP host key. Never set it
 	// outside tests.
 	InsecureIgnoreHostKey bool
+	// AcceptNewHostKey trusts and records the host key of an SFTP server
+	// that KnownHostsFile does not know yet, as OpenSSH's
+	// StrictHostKeyChecking=accept-new does: when the file has no line
+	// for the URL's host and port (or does not exist: it is created with
+	// mode 0600, its directory with 0700), the key is appended as a line
+	// naming "host" (port 22) or "[host]:port", and OnNewHostKey is
+	// called. A key that differs from one recorded is still refused with
+	// ErrHostKey and the file is left alone. The first connection is
+	// trusted blindly: set it only where that connection is known to
+	// reach the right server. Open fails when InsecureIgnoreHostKey is
+	// set too.
+	AcceptNewHostKey bool
+	// OnNewHostKey, with AcceptNewHostKey, is called once per recorded
+	// key (the segments of a transfer record one line between them) with
+	// the name it was recorded under ("[host]:port") and the key's type
+	// and SHA256 fingerprint ("ssh-ed25519 SHA256:..."), so that the user
+	// can be told. It must return quickly.
+	OnNewHostKey func(host, fingerprint string)
 
 	// NoExecHash stops haul from running a hash command (sha256sum...)
 	// over SSH exec to verify SFTP transfers on servers without the

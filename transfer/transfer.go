@@ -334,10 +334,20 @@ func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 		opts = append(opts, psftp.WithAgent())
 	}
 	switch {
+	case cfg.InsecureIgnoreHostKey && cfg.AcceptNewHostKey:
+		return nil, errors.New("Config.AcceptNewHostKey and InsecureIgnoreHostKey contradict each other")
 	case cfg.InsecureIgnoreHostKey:
 		opts = append(opts, psftp.WithInsecureIgnoreHostKey())
 	case cfg.KnownHostsFile != "":
 		opts = append(opts, psftp.WithKnownHostsFile(expandHome(cfg.KnownHostsFile)))
+	}
+	if cfg.AcceptNewHostKey {
+		notify := cfg.OnNewHostKey
+		opts = append(opts, psftp.WithAcceptNewHostKey(func(host string, key ssh.PublicKey) {
+			if notify != nil {
+				notify(host, key.Type()+" "+ssh.FingerprintSHA256(key))
+			}
+		}))
 	}
 	if ka := cfg.keepAlive(); ka > 0 {
 		opts = append(opts, psftp.WithKeepAlive(ka))

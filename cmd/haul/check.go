@@ -12,7 +12,7 @@ import (
 // Flags that apply to some schemes or one command only: given elsewhere
 // they would be silently ignored, so they are refused.
 var (
-	sftpOnlyFlags = []string{"identity", "known-hosts", "insecure-host-key", "no-exec-hash"}
+	sftpOnlyFlags = []string{"identity", "known-hosts", "insecure-host-key", "accept-new-host-key", "no-exec-hash"}
 	ftpsOnlyFlags = []string{"ca-file"}
 	putOnlyFlags  = []string{"direct"}
 )
@@ -43,6 +43,9 @@ func (f *flags) check(cmd *cobra.Command, op string, ep transfer.Endpoint, local
 	}
 	if f.insecureHostKey && set("known-hosts") {
 		return &usageError{msg: "--insecure-host-key and --known-hosts contradict each other"}
+	}
+	if f.insecureHostKey && f.acceptNewKey {
+		return &usageError{msg: "--insecure-host-key and --accept-new-host-key contradict each other (the first checks no key, the second records a new one and refuses a changed one)"}
 	}
 	switch {
 	case set("retries") && f.retries < 1:

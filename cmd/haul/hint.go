@@ -41,13 +41,13 @@ func hint(err error, hc hintContext) string {
 	case errors.As(err, &hke) && hke.Revoked:
 		return ""
 	case errors.As(err, &hke) && len(hke.Expected) == 0:
-		return fmt.Sprintf("%s does not know this server: check its key's fingerprint (%s) with the server's administrator, then record it with `%s`, or name another file with --known-hosts FILE",
+		return fmt.Sprintf("%s does not know this server: check its key's fingerprint (%s) with the server's administrator, then record it with `%s` or by running again with --accept-new-host-key, or name another file with --known-hosts FILE",
 			hc.knownHosts, hke.Received, keyscan)
 	case errors.As(err, &hke):
 		return fmt.Sprintf("if the server's key was really changed (ask its administrator), remove the old one with `ssh-keygen -R %s -f %s` and record the new one with `%s`",
 			knownHostsName(hc.ep), hc.knownHosts, keyscan)
 	case errors.Is(err, transfer.ErrHostKey) && hc.ep.Scheme == "sftp" && errors.Is(err, fs.ErrNotExist):
-		return fmt.Sprintf("there is no known_hosts file %s: record the server's key with `%s` after checking its fingerprint with the server's administrator, or name another file with --known-hosts FILE",
+		return fmt.Sprintf("there is no known_hosts file %s: record the server's key with `%s` after checking its fingerprint with the server's administrator (or run again with --accept-new-host-key, which creates the file and records the key it is shown), or name another file with --known-hosts FILE",
 			hc.knownHosts, keyscan)
 	case errors.As(err, &ua):
 		return "the server's certificate is not signed by a trusted CA (self-signed?): give the CA's certificate, or the server's own for a self-signed one, in PEM with --ca-file FILE"

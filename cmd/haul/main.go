@@ -48,6 +48,7 @@ type flags struct {
 	identity        string
 	knownHosts      string
 	insecureHostKey bool
+	acceptNewKey    bool
 	caFile          string
 	retries         int
 	stallTimeout    time.Duration
@@ -106,6 +107,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	pf.StringVar(&f.identity, "identity", "", "SSH private key file (sftp:// only)")
 	pf.StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file (sftp:// only; default ~/.ssh/known_hosts)")
 	pf.BoolVar(&f.insecureHostKey, "insecure-host-key", false, "accept any SSH host key (sftp:// only; unsafe)")
+	pf.BoolVar(&f.acceptNewKey, "accept-new-host-key", false, "trust and record the host key of a server the known_hosts file does not know yet, as OpenSSH's StrictHostKeyChecking=accept-new (sftp:// only; a changed key is still refused)")
 	pf.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates trusted (ftps:// and ftps+implicit:// only; default: system roots)")
 	pf.IntVar(&f.retries, "retries", 0, "attempts in a row without progress before giving up, at least 1 (1: never retry; default 6)")
 	pf.DurationVar(&f.stallTimeout, "stall-timeout", 0, "abort and resume an attempt that moves no byte for this long, positive (default 60s)")
@@ -157,6 +159,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		hc.knownHosts = f.knownHosts
 		if hc.knownHosts == "" {
 			hc.knownHosts = "~/.ssh/known_hosts"
+		}
+		if f.acceptNewKey {
+			cfg.OnNewHostKey = func(host, fingerprint string) {
+				fmt.Fprintf(stderr, "haul: warning: recorded the new host key of %s (%s) in %s; it was not verified: check its fingerprint with the server's administrator\n",
+					host, fingerprint, hc.knownHosts)
+			}
 		}
 		remote := ep.Path
 		var stdio string // the temporary directory of "-"
@@ -289,6 +297,7 @@ func (f *flags) config(stderr io.Writer) (transfer.Config, error) {
 		IdentityFile:          f.identity,
 		KnownHostsFile:        f.knownHosts,
 		InsecureIgnoreHostKey: f.insecureHostKey,
+		AcceptNewHostKey:      f.acceptNewKey,
 		MaxAttempts:           f.retries,
 		StallTimeout:          f.stallTimeout,
 		PartSuffix:            f.partSuffix,

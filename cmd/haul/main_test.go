@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,6 +13,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/openhaul/haul/protocol"
+	psftp "github.com/openhaul/haul/protocol/sftp"
+	"github.com/openhaul/haul/transfer"
 )
 
 // listener is a TCP listener the test owns; it counts the connections it
@@ -120,6 +126,9 @@ func TestBadInputsFailAtOnce(t *testing.T) {
 		{"ca-file on sftp", []string{"get", "--ca-file", src, sftp, local}, exitUsage, "--ca-file applies to ftps:// and ftps+implicit:// URLs only, not sftp://"},
 		{"ca-file on ftp", []string{"get", "--ca-file", src, ftp, local}, exitUsage, "plain FTP has no TLS"},
 		{"ca-file not PEM", []string{"get", "--ca-file", src, ftps, local}, exitUsage, "no PEM certificate"},
+		{"accept-new-host-key on ftp", []string{"get", "--accept-new-host-key", ftp, local}, exitUsage, "--accept-new-host-key applies to sftp:// URLs only, not ftp://"},
+		{"accept-new-host-key on ftps", []string{"put", "--accept-new-host-key", src, ftps}, exitUsage, "--accept-new-host-key applies to sftp:// URLs only, not ftps://"},
+		{"insecure and accept-new", []string{"get", "--insecure-host-key", "--accept-new-host-key", "--password-file", src, sftp, local}, exitUsage, "--insecure-host-key and --accept-new-host-key contradict"},
 		{"insecure and known-hosts", []string{"get", "--insecure-host-key", "--known-hosts", src, sftp, local}, exitUsage, "contradict"},
 		{"segments 17", []string{"get", "--segments", "17", ftp, local}, exitUsage, "--segments 17: want 0 (auto) to 16"},
 		{"segments negative", []string{"get", "--segments", "-1", ftp, local}, exitUsage, "--segments -1"},
@@ -215,5 +224,28 @@ func TestPutIntoDirectoryNamesTheFile(t *testing.T) {
 	}
 	if rep.URL != "ftp://u@127.0.0.1:1/sub/file.bin" {
 		t.Errorf("url %q", rep.URL)
+	}
+}
+
+// The unknown-host hints name --accept-new-host-key besides ssh-keyscan.
+func TestHintUnknownHostNamesAcceptNew(t *testing.T) {
+	ep, err := transfer.ParseURL("sftp://u@files.example:2222/f")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := hintContext{op: "get", ep: ep, knownHosts: "kh"}
+	for _, err := range []error{
+		&psftp.HostKeyError{Host: "[files.example]:2222", Received: "ssh-ed25519 SHA256:abc"},
+		&protocol.Error{Op: "dial", Kind: protocol.ErrHostKey, Err: fmt.Errorf("reading known_hosts: %w", fs.ErrNotExist)},
+	} {
+		h := hint(err, hc)
+		if !strings.Contains(h, "--accept-new-host-key") || !strings.Contains(h, "ssh-keyscan -p 2222 files.example >> kh") {
+			t.Errorf("%v: hint %q", err, h)
+		}
+	}
+	// A changed key is not something to accept.
+	h := hint(&psftp.HostKeyError{Host: "h", Received: "r", Expected: []string{"e"}}, hc)
+	if strings.Contains(h, "accept-new") {
+		t.Errorf("mismatch hint %q offers --accept-new-host-key", h)
 	}
 }

@@ -82,9 +82,12 @@ func (f failure) codeKind(code int) (kind error, ok bool) {
 		// USER/PASS answered with "need more" where the login could not
 		// proceed (for example a password was refused with 332).
 		return protocol.ErrAuth, true
-	case f.verb == "REST" && code >= 400:
-		// Any refusal of REST (500/501/502/504/550 ...): the server
-		// cannot start a transfer at an offset.
+	case f.verb == "REST":
+		// Any reply to REST but 350 (which is no error): a refusal
+		// (500/501/502/504/550 ..., 202 "superfluous") or a reply no
+		// server should send there (200, 150). The server cannot start
+		// a transfer at an offset; rest.go decides whether the session
+		// remembers it or ends.
 		return protocol.ErrResumeUnsupported, true
 	case code == 452 || code == 552:
 		return protocol.ErrNoSpace, true

@@ -28,10 +28,16 @@ type fakeServer struct {
 	files map[string][]byte
 	dirs  map[string]bool
 	cmds  []string // every command received, PASS masked
+	// restData records, for each REST refused with refuseRest, what
+	// became of the data connection the client had opened for it: "eof"
+	// (closed by the client, nothing sent), "none" (no connection) or
+	// what went wrong.
+	restData []string
 
 	// Faults.
 	refuseRestStor bool        // STOR after REST n>0 → 451
-	refuseRest     int         // REST → this code when non-zero
+	refuseRest     int         // REST → this code when non-zero (any code but 350)
+	restText       string      // text of the refuseRest reply ("REST refused" when empty)
 	killRetrAfter  int         // RETR: send this many bytes, then drop both connections without a reply
 	pasvHost       string      // host announced in PASV replies
 	noEPSV         bool        // EPSV → 502
@@ -215,7 +221,15 @@ func (fc *fakeConn) command(verb, arg string) bool {
 		}
 	case "REST":
 		if s.refuseRest != 0 {
-			fc.reply(s.refuseRest, "REST refused")
+			text := s.restText
+			if text == "" {
+				text = "REST refused"
+			}
+			fc.reply(s.refuseRest, text)
+			fate := fc.drainData()
+			s.mu.Lock()
+			s.restData = append(s.restData, fate)
+			s.mu.Unlock()
 			return true
 		}
 		n, err := strconv.ParseInt(arg, 10, 64)
@@ -303,6 +317,40 @@ func (fc *fakeConn) acceptData() net.Conn {
 		return tls.Server(d, fc.s.tlsConfig)
 	}
 	return d
+}
+
+// drainData takes the data connection the client opened after PASV/EPSV
+// but never used (its REST was refused) and reports whether the client
+// closed it without sending anything: "eof", "none" when the client opened
+// none, else what happened. Bounded by a deadline.
+func (fc *fakeConn) drainData() string {
+	if fc.dataLn == nil {
+		return "none"
+	}
+	ln := fc.dataLn.(*net.TCPListener)
+	fc.dataLn = nil
+	defer ln.Close()
+	_ = ln.SetDeadline(time.Now().Add(2 * time.Second))
+	d, err := ln.Accept()
+	if err != nil {
+		return "none"
+	}
+	defer d.Close()
+	_ = d.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := io.Copy(io.Discard, d)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("read: %v", err)
+	case n > 0:
+		return fmt.Sprintf("%d bytes sent", n)
+	}
+	return "eof"
+}
+
+func (s *fakeServer) restDataFates() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.restData...)
 }
 
 func (fc *fakeConn) retr(name string) bool {

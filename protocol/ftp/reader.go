@@ -14,13 +14,19 @@ import (
 // reader ends with io.EOF only when the server confirmed the transfer
 // (226/250) and exactly SIZE-offset bytes arrived; a stream that ends short
 // is an error matching protocol.ErrTransient. Closing it early aborts the
-// transfer and leaves the Session usable. A refused REST matches
-// protocol.ErrResumeUnsupported; an offset past the end of the file is an
-// error of unknown kind. On servers without SIZE the byte count cannot be
-// checked and the server's final reply alone decides.
+// transfer and leaves the Session usable. A REST answered with anything but
+// 350 matches protocol.ErrResumeUnsupported, and no RETR is sent; once the
+// server refused REST for good, later calls with offset > 0 fail that way at
+// once (see rest.go). An offset past the end of the file is an error of
+// unknown kind. On servers without SIZE the byte count cannot be checked and
+// the server's final reply alone decides.
 func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	f := failure{op: "read", path: path, offset: offset}
 	if err := s.beginTransfer(ctx, f); err != nil {
+		return nil, err
+	}
+	if err := s.knownRestRefusal(f); err != nil {
+		s.end()
 		return nil, err
 	}
 	want := int64(-1)
@@ -44,10 +50,14 @@ func (s *Session) OpenReader(ctx context.Context, path string, offset int64) (io
 		// REST at the end of a file.
 		return r, nil
 	}
+	// RetrFrom sends REST only when offset > 0, after opening the data
+	// connection, which it closes again when REST is refused.
 	resp, err := s.c.RetrFrom(path, uint64(offset))
 	if err != nil {
 		s.clearDeadline()
-		err = s.fail(ctx, s.verbOf(f), err)
+		f = s.verbOf(f)
+		err = s.fail(ctx, f, err)
+		s.noteRest(f, err)
 		s.end()
 		return nil, err
 	}

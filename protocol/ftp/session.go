@@ -84,6 +84,10 @@ type Session struct {
 	dead     chan struct{}
 	deadErr  error
 	closed   bool
+
+	// restRefused is the server's permanent refusal of REST, once seen
+	// (see rest.go). Used only inside an operation, like home.
+	restRefused *restRefusal
 }
 
 var (

@@ -12,11 +12,14 @@ import (
 
 // OpenWriter starts an upload of path at offset: STOR at offset 0 (which
 // truncates), REST offset + STOR otherwise. It returns once the server has
-// accepted the transfer, so a refusal is reported here: a refused REST, or a
-// resumed STOR refused before any data moved (proftpd's 451 without
-// AllowStoreRestart), matches protocol.ErrResumeUnsupported. An offset past
-// the remote size (checked with SIZE where the server has it) is refused
-// with an error of unknown kind: FTP servers would leave a hole.
+// accepted the transfer, so a refusal is reported here: a REST answered with
+// anything but 350 (no STOR is sent then), or a resumed STOR refused before
+// any data moved (proftpd's 451 without AllowStoreRestart), matches
+// protocol.ErrResumeUnsupported. Once the server refused REST for good, later
+// calls with offset > 0, OpenRangeWriter's included, fail that way at once
+// (see rest.go). An offset past the remote size (checked with SIZE where the
+// server has it) is refused with an error of unknown kind: FTP servers would
+// leave a hole.
 //
 // The writer implements io.ReaderFrom, so io.Copy(w, file) hands an
 // *os.File straight to the data socket (sendfile); Acked then advances only
@@ -46,6 +49,10 @@ var _ protocol.UnconfirmedRangeWriter = (*Session)(nil)
 func (s *Session) openWriter(ctx context.Context, path string, offset int64, ranged bool) (protocol.Writer, error) {
 	f := failure{op: "write", path: path, offset: offset}
 	if err := s.beginTransfer(ctx, f); err != nil {
+		return nil, err
+	}
+	if err := s.knownRestRefusal(f); err != nil {
+		s.end()
 		return nil, err
 	}
 	if offset > 0 && !ranged {
@@ -82,9 +89,12 @@ func (s *Session) openWriter(ctx context.Context, path string, offset int64, ran
 		return w, nil
 	case <-w.done:
 	}
-	// Refused (or failed) before the server accepted the transfer.
+	// Refused (or failed) before the server accepted the transfer. A
+	// refused REST: StorFrom closed the data connection and sent no STOR.
 	s.clearDeadline()
-	err := s.fail(ctx, w.failure(), w.result)
+	wf := w.failure()
+	err := s.fail(ctx, wf, w.result)
+	s.noteRest(wf, err)
 	if err == nil {
 		// StorFrom cannot succeed without calling WriteTo; be safe.
 		err = &protocol.Error{Op: f.op, Path: path, Kind: protocol.ErrTransient, Err: errAborted}

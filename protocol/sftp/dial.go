@@ -42,10 +42,11 @@ type handshakeState struct {
 // authenticates once and starts the SFTP subsystem.
 //
 // ctx bounds the whole dial (TCP connect, handshake, authentication, SFTP
-// version exchange), as does WithDialTimeout. An unknown or mismatching
-// host key yields an error matching protocol.ErrHostKey whose message
-// names the received and expected fingerprints (see HostKeyError); a
-// rejected login yields protocol.ErrAuth; a server that greets in FTP (an
+// version exchange), as does WithDialTimeout. An unknown (unless
+// WithAcceptNewHostKey records it) or mismatching host key yields an error
+// matching protocol.ErrHostKey whose message names the received and
+// expected fingerprints (see HostKeyError); a rejected login yields
+// protocol.ErrAuth; a server that greets in FTP (an
 // ftp port) yields protocol.ErrProtocol at once; a host name DNS does not
 // know yields fs.ErrNotExist; other network failures yield
 // protocol.ErrTransient.
@@ -61,15 +62,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, &protocol.Error{Op: "dial", Err: err}
 	}
-	var hostKeys ssh.HostKeyCallback
-	if o.insecure {
-		hostKeys = ssh.InsecureIgnoreHostKey()
-	} else {
-		hostKeys, err = knownhosts.New(o.knownHosts)
-		if err != nil {
-			return nil, &protocol.Error{Op: "dial", Kind: protocol.ErrHostKey,
-				Err: fmt.Errorf("reading known_hosts: %w", err)}
-		}
+	hostKeys, knownKeys, err := hostKeyCallbacks(&o)
+	if err != nil {
+		return nil, &protocol.Error{Op: "dial", Kind: protocol.ErrHostKey, Err: err}
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, o.dialTimeout)
@@ -127,8 +122,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 			return nil, nil
 		},
 	}
-	if !o.insecure {
-		cfg.HostKeyAlgorithms = hostKeyAlgorithms(hostKeys, addr, conn.RemoteAddr())
+	if knownKeys != nil {
+		cfg.HostKeyAlgorithms = hostKeyAlgorithms(knownKeys, addr, conn.RemoteAddr())
 	}
 	cfg.Ciphers = cipherPreference()
 

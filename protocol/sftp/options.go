@@ -66,6 +66,11 @@ type options struct {
 	// noSpaceMarginSet: WithNoSpaceMargin was given.
 	noSpaceMarginSet bool
 	execHash         bool
+
+	// acceptNew: WithAcceptNewHostKey was given; onNewHostKey is its
+	// callback (may be nil).
+	acceptNew    bool
+	onNewHostKey func(host string, key ssh.PublicKey)
 }
 
 func defaultOptions() options {
@@ -99,6 +104,9 @@ func applyOptions(opts []Option) (options, error) {
 	}
 	if !o.hasPassword && len(o.signers) == 0 && !o.agent {
 		return o, errors.New("sftp: no authentication method: use WithPassword, WithPrivateKeyFile, WithSigner or WithAgent")
+	}
+	if o.insecure && o.acceptNew {
+		return o, errors.New("sftp: WithAcceptNewHostKey and WithInsecureIgnoreHostKey contradict each other")
 	}
 	if !o.insecure && o.knownHosts == "" {
 		home, err := os.UserHomeDir()
@@ -212,6 +220,33 @@ func WithKnownHostsFile(path string) Option {
 func WithInsecureIgnoreHostKey() Option {
 	return func(o *options) error {
 		o.insecure = true
+		return nil
+	}
+}
+
+// WithAcceptNewHostKey records the host key of a server that the
+// known_hosts file (see WithKnownHostsFile) does not know, as OpenSSH's
+// StrictHostKeyChecking=accept-new does: when the file has no line for the
+// host and port (or there is no file: it is then created with mode 0600,
+// its directory with 0700), the key the server presents is trusted and
+// appended as a line naming "host" (port 22) or "[host]:port", and
+// recorded, when not nil, is called once with that name and the key. A key
+// that differs from one recorded for the host is still refused with
+// protocol.ErrHostKey, naming both fingerprints, and the file is left as
+// it was. The first connection is trusted blindly: use this where it is
+// known to reach the right server.
+//
+// Dials of one process that meet the same new host at once (the segments
+// of a transfer) append one line between them: appends are serialized,
+// and the file is read again before each, so a line another dial or
+// another process recorded meanwhile is used, not written twice. A
+// failure to write the file is an error matching protocol.ErrHostKey.
+// It cannot be combined with WithInsecureIgnoreHostKey. Default: off (an
+// unknown host is refused).
+func WithAcceptNewHostKey(recorded func(host string, key ssh.PublicKey)) Option {
+	return func(o *options) error {
+		o.acceptNew = true
+		o.onNewHostKey = recorded
 		return nil
 	}
 }
