@@ -151,6 +151,36 @@ type UnconfirmedRangeWriter interface {
 	UnconfirmedRanges()
 }
 
+// DirEntry is one entry of a directory listing.
+type DirEntry struct {
+	// Name is the entry's base name (never "." or "..", never with a
+	// slash).
+	Name string
+	FileInfo
+}
+
+// MaxDirEntries bounds one listing: a server that sends more entries
+// fails the call with ErrProtocol rather than exhaust memory.
+const MaxDirEntries = 1 << 20
+
+// DirReader is implemented by sessions that can list a directory.
+type DirReader interface {
+	// ReadDir returns path's entries, without "." and "..", in no
+	// particular order. A missing path yields an error matching
+	// fs.ErrNotExist; a path that is not a directory one matching
+	// ErrInvalidPath. Names a server sends with a slash, NUL, CR or LF
+	// are dropped (never trusted as a path).
+	ReadDir(ctx context.Context, path string) ([]DirEntry, error)
+}
+
+// DirMaker is implemented by sessions that can create directories.
+type DirMaker interface {
+	// Mkdir creates the directory path. A missing parent yields an error
+	// matching fs.ErrNotExist, on every protocol; an existing directory
+	// (or file) at path one matching fs.ErrExist.
+	Mkdir(ctx context.Context, path string) error
+}
+
 // Truncater is implemented by sessions that can set a remote file's size.
 type Truncater interface {
 	Truncate(ctx context.Context, path string, size int64) error
