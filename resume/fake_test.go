@@ -383,7 +383,7 @@ type bufferedRangeWriter struct {
 	w      fakeRangeWriter
 	keep   int
 	held   []byte
-	handed int64
+	handed atomic.Int64
 	err    error
 	// fins counts Closes left that drop what is held and succeed; only
 	// writers that moved more than a probe's few KiB count.
@@ -394,7 +394,7 @@ func (b *bufferedRangeWriter) Write(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	b.handed += int64(len(p))
+	b.handed.Add(int64(len(p)))
 	b.held = append(b.held, p...)
 	if over := len(b.held) - b.keep; over > 0 {
 		n, err := b.w.Write(b.held[:over])
@@ -411,7 +411,7 @@ func (b *bufferedRangeWriter) Close() error {
 	if b.err != nil {
 		return b.err
 	}
-	if b.fins != nil && b.handed > 1<<20 && b.fins.Add(-1) >= 0 {
+	if b.fins != nil && b.handed.Load() > 1<<20 && b.fins.Add(-1) >= 0 {
 		b.held = nil
 		return nil
 	}
@@ -420,4 +420,4 @@ func (b *bufferedRangeWriter) Close() error {
 	return err
 }
 
-func (b *bufferedRangeWriter) Acked() int64 { return b.handed }
+func (b *bufferedRangeWriter) Acked() int64 { return b.handed.Load() }

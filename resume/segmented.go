@@ -136,9 +136,9 @@ type segmenter struct {
 	// synced holds, for a download, each range's Done as last made
 	// durable (guarded by mu).
 	synced []int64
-	// acking holds, per range whose writer runs, what the server has
-	// acknowledged of the range (guarded by mu).
-	acking map[int]func() int64
+	// acking holds, per range whose writer runs, how a checkpoint learns
+	// what the writer moved (guarded by mu).
+	acking map[int]liveWriter
 	// abandoned is set when the state can lead nowhere: it is deleted
 	// instead of saved, so the next run starts over.
 	abandoned bool
@@ -251,8 +251,15 @@ func (s *segmenter) checkpoint(full bool) error {
 	s.mu.Lock()
 	snap := *s.state
 	snap.Segments = slices.Clone(s.state.Segments)
-	for i, acked := range s.acking {
-		snap.Segments[i].Done = max(snap.Segments[i].Done, min(acked(), snap.Segments[i].End-snap.Segments[i].Start))
+	for i, lw := range s.acking {
+		g := &snap.Segments[i]
+		if lw.unconfirmed {
+			// Handed over, not acknowledged: the next run reads back
+			// what landed.
+			g.Sent = max(g.Sent, lw.w.Acked())
+		} else {
+			g.Done = max(g.Done, min(lw.base+lw.w.Acked(), g.End-g.Start))
+		}
 	}
 	s.mu.Unlock()
 	if full && s.durable != nil {
@@ -322,18 +329,26 @@ func (s *segmenter) runSegment(ctx context.Context, i int) (Result, error) {
 	return res, err
 }
 
-// setAcking sets (or with nil clears) how a checkpoint learns how much of
-// range i the server acknowledged while a writer runs.
-func (s *segmenter) setAcking(i int, fn func() int64) {
+// liveWriter is a range's running writer, opened base bytes after the
+// range's start.
+type liveWriter struct {
+	w           protocol.Writer
+	base        int64
+	unconfirmed bool // Acked counts bytes handed over, not acknowledged
+}
+
+// setAcking sets (or with a nil writer clears) the running writer of
+// range i, for the checkpoints.
+func (s *segmenter) setAcking(i int, lw liveWriter) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.acking == nil {
-		s.acking = make(map[int]func() int64)
+		s.acking = make(map[int]liveWriter)
 	}
-	if fn == nil {
+	if lw.w == nil {
 		delete(s.acking, i)
 	} else {
-		s.acking[i] = fn
+		s.acking[i] = lw
 	}
 }
 
@@ -782,15 +797,14 @@ func uploadRange(ctx context.Context, sess protocol.Session, a *attempt, s *segm
 	}
 	m := a.start(g.Done)
 	m.progress = func(done, _ int64) { s.sending(i, done-g.Done) }
-	if !unconfirmed {
-		// Checkpoints record what the server acknowledged so far.
-		s.setAcking(i, func() int64 { return g.Done + w.Acked() })
-	}
+	// Checkpoints record what the server acknowledged so far, or for an
+	// unconfirmed writer what was handed to it, to be read back.
+	s.setAcking(i, liveWriter{w: w, base: g.Done, unconfirmed: unconfirmed})
 	var localErr error
 	rd := &countingReader{r: &localReader{r: io.NewSectionReader(src, off, g.End-off), err: &localErr}, m: m}
 	n, copyErr := io.Copy(w, rd)
 	closeErr := w.Close()
-	s.setAcking(i, nil)
+	s.setAcking(i, liveWriter{})
 	verdict := serverVerdict(copyErr, closeErr)
 	switch {
 	case !unconfirmed:
