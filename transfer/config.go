@@ -2,6 +2,7 @@ package transfer
 
 import (
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"time"
 
@@ -20,9 +21,24 @@ const (
 	DefaultPartSuffix = ".part"
 	// MaxSegments caps Config.Segments (see resume.MaxSegments for why).
 	MaxSegments = resume.MaxSegments
+	// DefaultMaxConns caps the sessions a Client holds at once. Four
+	// keeps a link busy with several files in flight (each file's round
+	// trips overlap the others' data), matches the streams of an
+	// automatically segmented transfer, and stays below the limits
+	// servers set per client address: OpenSSH refuses unauthenticated
+	// connections past MaxStartups 10, and vsftpd's max_per_ip or
+	// pure-ftpd's per-address limit are often set to a handful.
+	DefaultMaxConns = 4
+	// DefaultIdleTimeout is how long a Client keeps a session nobody
+	// uses. One minute is well below the idle timeouts servers apply
+	// (vsftpd's idle_session_timeout 300 s, proftpd's TimeoutIdle 600 s,
+	// pure-ftpd's 15 minutes), so a pooled session is closed by haul
+	// rather than found dead, and long enough to carry a caller's next
+	// file or batch.
+	DefaultIdleTimeout = 60 * time.Second
 )
 
-// Config configures a Transfer. The zero value is ready to use: every zero
+// Config configures a Client. The zero value is ready to use: every zero
 // field means the documented default, and everything secure is on.
 type Config struct {
 	// User is the login name used when the URL names none. Empty means
@@ -79,6 +95,21 @@ type Config struct {
 	// DialTimeout bounds connecting and logging in. Zero means
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
+
+	// MaxConns caps the logged-in sessions a Client holds at once, in
+	// use or idle: a call (an Upload, a Stat...) that finds them all in
+	// use waits for one, and holds one until it returns. A segmented
+	// transfer (Segments) is the one exception: once its first session
+	// runs, its other ranges take sessions without waiting, beyond
+	// MaxConns when none is free (a range waiting while its transfer
+	// holds sessions could wait for ever), and a session beyond
+	// MaxConns is closed, not pooled, when its range ends. Zero means
+	// DefaultMaxConns; negative is refused by Open.
+	MaxConns int
+	// IdleTimeout closes a pooled session unused for this long. Zero
+	// means DefaultIdleTimeout; negative keeps no idle session (each is
+	// closed when the call that used it returns).
+	IdleTimeout time.Duration
 
 	// MaxAttempts is the number of attempts in a row without progress
 	// before giving up. Zero means resume.DefaultMaxAttempts.
@@ -161,6 +192,28 @@ func (c Config) dialTimeout() time.Duration {
 		return DefaultDialTimeout
 	}
 	return c.DialTimeout
+}
+
+func (c Config) maxConns() int {
+	if c.MaxConns <= 0 {
+		return DefaultMaxConns
+	}
+	return c.MaxConns
+}
+
+func (c Config) idleTimeout() time.Duration {
+	if c.IdleTimeout == 0 {
+		return DefaultIdleTimeout
+	}
+	return c.IdleTimeout
+}
+
+// validate refuses settings that mean nothing.
+func (c Config) validate() error {
+	if c.MaxConns < 0 {
+		return fmt.Errorf("Config.MaxConns is %d: want 0 (the default, %d) or more", c.MaxConns, DefaultMaxConns)
+	}
+	return nil
 }
 
 func (c Config) partSuffix() string {

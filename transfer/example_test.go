@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/openhaul/haul/transfer"
@@ -14,14 +16,15 @@ import (
 // Upload a file over SFTP, checking the server against known_hosts (the
 // default), and report what the faults cost.
 func ExampleOpen() {
-	t, err := transfer.Open("sftp://backup@files.example.com", transfer.Config{
+	c, err := transfer.Open("sftp://backup@files.example.com", transfer.Config{
 		IdentityFile: os.ExpandEnv("$HOME/.ssh/id_ed25519"),
 		StallTimeout: 30 * time.Second,
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
-	res, err := t.Upload(context.Background(), "db.dump", "incoming/db.dump")
+	defer c.Close()
+	res, err := c.Upload(context.Background(), "db.dump", "incoming/db.dump")
 	var terr *transfer.Error
 	switch {
 	case errors.Is(err, transfer.ErrAuth):
@@ -43,4 +46,52 @@ func ExampleGet() {
 		log.Fatal(err)
 	}
 	fmt.Println(res.Size, res.Verified)
+}
+
+// Upload a few files into a directory that may not exist yet, over one
+// login, then list what arrived.
+func ExampleClient_MkdirAll() {
+	c, err := transfer.Open("ftps://alice@ftp.example.com", transfer.Config{Password: os.Getenv("FTP_PASSWORD")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	ctx := context.Background()
+	if err := c.MkdirAll(ctx, "reports/2026/q3"); err != nil {
+		log.Fatal(err)
+	}
+	for _, f := range []string{"sales.csv", "costs.csv"} {
+		if _, err := c.Upload(ctx, f, "reports/2026/q3/"); err != nil {
+			log.Fatal(err)
+		}
+	}
+	ents, err := c.ReadDir(ctx, "reports/2026/q3")
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, e := range ents {
+		fmt.Println(e.Name, e.Size, e.ModTime)
+	}
+}
+
+// Walk a remote tree, skipping hidden directories.
+func ExampleClient_Walk() {
+	c, err := transfer.Open("sftp://backup@files.example.com", transfer.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close()
+	err = c.Walk(context.Background(), "incoming", func(p string, d transfer.DirEntry, err error) error {
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir && strings.HasPrefix(d.Name, ".") && p != "incoming":
+			return fs.SkipDir
+		}
+		fmt.Println(p, d.Size)
+		return nil
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
 }

@@ -1,9 +1,12 @@
-// Package transfer is what haul's users import: one Transfer interface
-// that uploads and downloads large files over FTP, FTPS and SFTP and
-// finishes them despite dropped connections, opened from a URL.
+// Package transfer is what haul's users import: a Client, opened from a
+// URL, that uploads and downloads large files over FTP, FTPS and SFTP and
+// finishes them despite dropped connections, and works on the server's
+// files (Stat, ReadDir, Walk, MkdirAll, Remove, Rename) over a pool of
+// logged-in sessions.
 //
-//	t, err := transfer.Open("sftp://alice@files.example.com", transfer.Config{})
-//	res, err := t.Upload(ctx, "backup.tar", "incoming/backup.tar")
+//	c, err := transfer.Open("sftp://alice@files.example.com", transfer.Config{})
+//	defer c.Close()
+//	res, err := c.Upload(ctx, "backup.tar", "incoming/backup.tar")
 //
 // Every transfer reconnects with exponential backoff after a transient
 // failure, resumes at the exact byte offset the remote reports, aborts and
@@ -69,12 +72,12 @@ const (
 	EventSingleStream = resume.EventSingleStream
 )
 
-// Transfer moves files between local paths and one server.
+// Transfer is the part of *Client that moves files between local paths
+// and one server, for code that wants an interface it can fake.
 //
 // Remote paths follow haul's rule: relative paths are relative to the
-// login directory, absolute paths start with "/". A Transfer holds no
-// connection between calls; each call dials (and re-dials after faults)
-// as it needs. Methods may be called concurrently.
+// login directory, absolute paths start with "/". Methods may be called
+// concurrently.
 type Transfer interface {
 	// Upload sends the local file to remotePath and returns once the
 	// remote file is complete and verified. A remotePath that is empty
@@ -96,52 +99,6 @@ type Transfer interface {
 	Download(ctx context.Context, remotePath, localPath string) (Result, error)
 }
 
-type client struct {
-	ep   Endpoint
-	cfg  Config
-	dial protocol.Dialer
-}
-
-var _ Transfer = (*client)(nil)
-
-// Open returns a Transfer for the server named by rawURL (ftp://,
-// ftps:// for explicit TLS, ftps+implicit://, sftp://). The URL's path, if
-// any, is ignored; see Put and Get for one-shot transfers to a URL. Open
-// validates the configuration but does not connect.
-func Open(rawURL string, cfg Config) (Transfer, error) {
-	ep, err := ParseURL(rawURL)
-	if err != nil {
-		return nil, err
-	}
-	return open(ep, cfg)
-}
-
-func open(ep Endpoint, cfg Config) (*client, error) {
-	if ep.password == "" {
-		ep.password = cfg.Password
-	}
-	if ep.User == "" {
-		ep.User = cfg.User
-	}
-	if ep.User == "" && ep.Scheme != "sftp" {
-		ep.User = "anonymous"
-	}
-	c := &client{ep: ep, cfg: cfg}
-	var err error
-	switch ep.Scheme {
-	case "ftp", "ftps", "ftps+implicit":
-		c.dial, err = ftpDialer(ep, cfg)
-	case "sftp":
-		c.dial, err = sftpDialer(ep, cfg)
-	default:
-		err = &URLError{URL: ep.String(), Err: fmt.Errorf("%w %q", errUnsupportedScheme, ep.Scheme)}
-	}
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
 // Put uploads localPath to the file named by rawURL, or into the
 // directory it names when its path is empty or ends in "/", under
 // localPath's base name.
@@ -154,6 +111,7 @@ func Put(ctx context.Context, localPath, rawURL string, cfg Config) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
+	defer c.Close()
 	return c.Upload(ctx, localPath, ep.Path)
 }
 
@@ -169,10 +127,21 @@ func Get(ctx context.Context, rawURL, localPath string, cfg Config) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
+	defer c.Close()
 	return c.Download(ctx, ep.Path, localPath)
 }
 
-func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Result, error) {
+// Upload sends the local file to remotePath and returns once the remote
+// file is complete and verified. A remotePath that is empty or ends in
+// "/" names a directory: the file goes into it under localPath's base
+// name. localPath must be a regular file (a fifo or device is refused with
+// ErrNotRegular). The data goes to remotePath + Config.PartSuffix and is
+// renamed into place after verification (unless Config.DirectUpload), so
+// an existing remotePath is replaced atomically and never seen
+// half-written. It runs on a pooled session (waiting for one when
+// Config.MaxConns are in use) and dials, once per attempt at most, only
+// when none is fit.
+func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Result, error) {
 	target, err := RemotePath(localPath, remotePath)
 	if err != nil {
 		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
@@ -190,10 +159,20 @@ func (c *client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 	// The state file records what the remote partial is known to hold, so
 	// that a later run (after a crash) resumes only what it can prove.
 	ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
-	return resume.Upload(ctx, c.dial, f, remotePath, ecfg)
+	return c.transfer(ctx, "upload", remotePath, func(ctx context.Context, dial protocol.Dialer) (Result, error) {
+		return resume.Upload(ctx, dial, f, remotePath, ecfg)
+	})
 }
 
-func (c *client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
+// Download fetches remotePath into localPath. A localPath that is a
+// directory or ends in a separator means the remote base name inside it
+// (see LocalPath). The data goes to localPath + Config.PartSuffix until it
+// is complete and verified, then is renamed into place; an existing
+// partial is resumed. Only a regular file is written or replaced: a
+// target, partial or state file that exists as anything else (a device,
+// fifo, socket, directory or symbolic link) fails with ErrNotRegular
+// before any connection is made. Sessions as for Upload.
+func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
 	fail := func(err error) (Result, error) {
 		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
 	}
@@ -229,7 +208,9 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 	}
 	ecfg := c.cfg.engine()
 	ecfg.StatePath = state
-	res, err := resume.Download(ctx, c.dial, remotePath, f, ecfg)
+	res, err := c.transfer(ctx, "download", remotePath, func(ctx context.Context, dial protocol.Dialer) (Result, error) {
+		return resume.Download(ctx, dial, remotePath, f, ecfg)
+	})
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
 	}
@@ -255,7 +236,7 @@ func (c *client) Download(ctx context.Context, remotePath, localPath string) (Re
 
 // uploadStatePath names the state file of a segmented upload of localPath
 // to remotePath on this server, or "" when there is no state directory.
-func (c *client) uploadStatePath(localPath, remotePath string) string {
+func (c *Client) uploadStatePath(localPath, remotePath string) string {
 	dir := c.cfg.StateDir
 	if dir == "" {
 		cache, err := os.UserCacheDir()

@@ -206,6 +206,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			// Everything Open checks is a setting: the URL, the identity file.
 			return &usageError{msg: err.Error(), err: err}
 		}
+		defer t.Close() // QUIT on the pooled session
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		if f.timeout > 0 {

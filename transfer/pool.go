@@ -1,0 +1,305 @@
+package transfer
+
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/openhaul/haul/protocol"
+)
+
+// pool holds the logged-in sessions of one Client's endpoint.
+//
+// It counts slots: a slot is one unit of Config.MaxConns, held by an idle
+// session, by a session lent out, or by a user that reserved it and has
+// not dialled yet. A user that holds no slot waits for one (acquire); a
+// user that already holds one and needs more at once (the ranges of a
+// segmented transfer) never waits (acquireNow): waiting for a slot while
+// holding one deadlocks as soon as every slot is held by such a waiter.
+type pool struct {
+	dial protocol.Dialer
+	max  int
+	// idleTimeout closes a session idle for this long; negative: no
+	// session is kept idle at all.
+	idleTimeout time.Duration
+	// checkTimeout bounds the health check of an idle session before it
+	// is reused.
+	checkTimeout time.Duration
+	log          *slog.Logger
+
+	mu sync.Mutex
+	// used counts the slots held (idle sessions included). It exceeds
+	// max only while users that already held a slot took more.
+	used int
+	// idle holds healthy sessions nobody uses, the most recently used
+	// last.
+	idle []idleSession
+	// wake is closed (and replaced) whenever a slot or an idle session
+	// frees, to wake the users waiting in acquire.
+	wake   chan struct{}
+	reaper *time.Timer // closes idle sessions past idleTimeout; nil until needed
+	// reaping is set while reaper is scheduled.
+	reaping bool
+	closed  bool
+}
+
+type idleSession struct {
+	s     protocol.Session
+	since time.Time
+}
+
+// slot is one slot of the pool, held by one user; s is the session in it,
+// or nil until one is dialled or taken from the idle ones.
+type slot struct {
+	s protocol.Session
+}
+
+func newPool(dial protocol.Dialer, maxConns int, idleTimeout, checkTimeout time.Duration, log *slog.Logger) *pool {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &pool{dial: dial, max: maxConns, idleTimeout: idleTimeout, checkTimeout: checkTimeout, log: log,
+		wake: make(chan struct{})}
+}
+
+// acquire returns a slot, waiting while all MaxConns are held and none is
+// idle. An idle session comes with the slot (the most recently used one:
+// the older ones then expire). It fails with the cause of ctx when ctx
+// ends first, and with ErrClosed once the pool is closed.
+func (p *pool) acquire(ctx context.Context) (*slot, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if s := p.popIdle(); s != nil {
+			p.mu.Unlock()
+			return &slot{s: s}, nil
+		}
+		if p.used < p.max {
+			p.used++
+			p.mu.Unlock()
+			return &slot{}, nil
+		}
+		wake := p.wake
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// acquireNow is acquire for a user that already holds a slot: it never
+// waits, and takes a slot beyond MaxConns when none is free (that slot is
+// given up, its session closed, when handed back).
+func (p *pool) acquireNow() (*slot, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return nil, ErrClosed
+	}
+	if s := p.popIdle(); s != nil {
+		return &slot{s: s}, nil
+	}
+	p.used++
+	return &slot{}, nil
+}
+
+// popIdle takes the most recently used idle session, or returns nil.
+// p.mu must be held.
+func (p *pool) popIdle() protocol.Session {
+	n := len(p.idle)
+	if n == 0 {
+		return nil
+	}
+	s := p.idle[n-1].s
+	p.idle[n-1] = idleSession{}
+	p.idle = p.idle[:n-1]
+	return s
+}
+
+// session returns a usable session for sl: the one in it (or an idle one)
+// once a health check passes, else a new one from the dialer. A session
+// that fails the check is closed. The dialer's error is returned as it is:
+// a rejected login must read exactly as without a pool.
+func (p *pool) session(ctx context.Context, sl *slot) (protocol.Session, error) {
+	if sl.s == nil {
+		p.mu.Lock()
+		if sl.s = p.popIdle(); sl.s != nil {
+			// The idle session's slot merges into sl: one slot fewer.
+			p.used--
+			p.broadcast()
+		}
+		p.mu.Unlock()
+	}
+	if sl.s != nil {
+		err := p.check(ctx, sl.s)
+		if err == nil {
+			return sl.s, nil
+		}
+		p.log.Debug("pooled session failed its health check", "err", err)
+		_ = sl.s.Close()
+		sl.s = nil
+	}
+	s, err := p.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sl.s = s
+	return s, nil
+}
+
+// check makes one round trip on s: NOOP where the session has a Checker
+// (FTP), else a Stat of the login directory (SFTP), where an answer such
+// as "no such file" also proves the connection works.
+func (p *pool) check(ctx context.Context, s protocol.Session) error {
+	ctx, cancel := context.WithTimeout(ctx, p.checkTimeout)
+	defer cancel()
+	if c, ok := s.(protocol.Checker); ok {
+		return c.Check(ctx)
+	}
+	_, err := s.Stat(ctx, ".")
+	if err != nil && answered(ctx, err) {
+		return nil
+	}
+	return err
+}
+
+// put hands sl back. A healthy session is kept idle while the pool is
+// open, idle sessions are wanted and the slot is within MaxConns; any
+// other session is closed, and the slot freed.
+func (p *pool) put(sl *slot, healthy bool) {
+	if sl == nil {
+		return
+	}
+	s := sl.s
+	sl.s = nil
+	p.mu.Lock()
+	if s != nil && healthy && !p.closed && p.idleTimeout >= 0 && p.used <= p.max {
+		p.idle = append(p.idle, idleSession{s: s, since: time.Now()})
+		p.scheduleReap()
+		p.broadcast()
+		p.mu.Unlock()
+		return
+	}
+	p.used--
+	p.broadcast()
+	p.mu.Unlock()
+	if s != nil {
+		_ = s.Close()
+	}
+}
+
+// broadcast wakes every user waiting in acquire. p.mu must be held.
+func (p *pool) broadcast() {
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
+
+// scheduleReap arms the reaper for the idle sessions. p.mu must be held.
+func (p *pool) scheduleReap() {
+	if p.reaping {
+		return
+	}
+	p.reaping = true
+	if p.reaper == nil {
+		p.reaper = time.AfterFunc(p.idleTimeout, p.reap)
+	} else {
+		p.reaper.Reset(p.idleTimeout)
+	}
+}
+
+// reap closes the sessions idle for idleTimeout or more, and arms the
+// reaper again for the oldest one left.
+func (p *pool) reap() {
+	p.mu.Lock()
+	if p.closed || !p.reaping {
+		p.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var expired []protocol.Session
+	keep := p.idle[:0]
+	for _, is := range p.idle {
+		if now.Sub(is.since) >= p.idleTimeout {
+			expired = append(expired, is.s)
+		} else {
+			keep = append(keep, is)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.used -= len(expired)
+	if len(expired) > 0 {
+		p.broadcast()
+	}
+	p.reaping = false
+	if len(p.idle) > 0 {
+		p.reaping = true
+		p.reaper.Reset(p.idle[0].since.Add(p.idleTimeout).Sub(now))
+	}
+	p.mu.Unlock()
+	for _, s := range expired {
+		_ = s.Close()
+	}
+	if len(expired) > 0 {
+		p.log.Debug("closed idle sessions", "count", len(expired))
+	}
+}
+
+// close closes the idle sessions and refuses every later acquire. Slots
+// still held are freed, their sessions closed, when handed back.
+func (p *pool) close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.used -= len(idle)
+	if p.reaper != nil {
+		p.reaper.Stop()
+	}
+	p.reaping = false
+	p.broadcast()
+	p.mu.Unlock()
+	for _, is := range idle {
+		_ = is.s.Close()
+	}
+}
+
+// answered reports whether err is the server's answer to a request it
+// understood (no such file, already exists, permission denied, a path or
+// an operation refused) on a connection still in step, as opposed to a
+// failure of the connection or of the session: a session that answered
+// stays fit for the next request. A done ctx means the session aborted
+// the call by closing its connection: never fit.
+func answered(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	for _, k := range []error{fs.ErrNotExist, fs.ErrExist, fs.ErrPermission,
+		protocol.ErrInvalidPath, protocol.ErrUnsupported, protocol.ErrResumeUnsupported} {
+		if errors.Is(err, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// fit reports whether a session is still fit for reuse after a call on it
+// with ctx ended with err.
+func fit(ctx context.Context, err error) bool {
+	if err == nil {
+		return ctx.Err() == nil
+	}
+	return answered(ctx, err)
+}
