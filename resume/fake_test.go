@@ -47,6 +47,9 @@ type fakeServer struct {
 	// zero, like an FTP server that answers 350 to REST and sends the
 	// whole file (math.MaxInt64: every offset).
 	ignoreBelow int64
+	// lazyRenames makes this many renames answer success without doing
+	// anything (rclone postpones a rename while a stale handle is open).
+	lazyRenames int
 	// noRest makes readers and writers refuse offsets > 0, like an FTP
 	// server without REST (502).
 	noRest bool
@@ -237,6 +240,10 @@ func (w *fakeWriter) Acked() int64 { return w.acked.Load() }
 func (f *fakeSession) Rename(ctx context.Context, from, to string) error {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
+	if f.s.lazyRenames > 0 {
+		f.s.lazyRenames--
+		return nil
+	}
 	f.s.files[to] = f.s.files[from]
 	delete(f.s.files, from)
 	return nil

@@ -541,3 +541,19 @@ func TestAutoSegmentsNeedMoreThanOneSlowSample(t *testing.T) {
 		t.Fatalf("split on one slow sample: %+v, %d dials", res, s.dials)
 	}
 }
+
+// A rename the server answers but does not do (yet) is not an ok.
+func TestUploadChecksTheRenameHappened(t *testing.T) {
+	s := newFakeServer()
+	s.lazyRenames = 1
+	src := randomBytes(1 << 20)
+	cfg := stateCfg(t)
+	cfg.TempPath = "f.part"
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) || s.file("f.part") != nil || res.Attempts != 2 {
+		t.Fatalf("%+v", res)
+	}
+}

@@ -200,17 +200,17 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	// catches a server that wrote at another offset than asked.
 	if k > 0 {
 		same, err := a.sameRange(ctx, sess, u.target, u.src, offset-k, offset)
-		if errors.Is(err, protocol.ErrResumeUnsupported) {
+		switch {
+		case errors.Is(err, protocol.ErrResumeUnsupported):
 			// The partial cannot be read from an offset, so nothing
 			// proves it; and a server that cannot read from an offset
 			// seldom writes at one.
 			u.noResume = true
-			same, err = false, nil
-		}
-		if err != nil {
+			r.restart(a, "the server cannot resume (it refused an offset): restarting from zero")
+			offset = 0
+		case err != nil:
 			return err
-		}
-		if !same {
+		case !same:
 			r.restart(a, fmt.Sprintf("the remote partial's last %d bytes differ from the source", k))
 			offset = 0
 		}
@@ -347,10 +347,28 @@ func (u *upload) finish(ctx context.Context, sess protocol.Session, a *attempt) 
 		if err := sess.Rename(ctx, u.target, u.final); err != nil {
 			return err
 		}
+		// A server may answer a rename before doing it (rclone postpones
+		// it while a stale handle is open): ok needs the file in place.
+		got, exists, err := remoteFile(ctx, sess, u.final)
+		if err != nil {
+			return err
+		}
+		if !exists || got != u.size {
+			return &protocol.Error{Op: "rename", Path: u.final, Kind: protocol.ErrTransient,
+				Err: fmt.Errorf("%w: the server accepted the rename but %s", ErrVerify, describeFinal(exists, got, u.size))}
+		}
 	}
 	a.r.res.Verified = method
 	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: method})
 	return nil
+}
+
+// describeFinal says what is wrong with the final file after a rename.
+func describeFinal(exists bool, got, want int64) string {
+	if !exists {
+		return "the file is not there"
+	}
+	return fmt.Sprintf("the file has %d bytes, want %d", got, want)
 }
 
 // renamed handles an attempt after one that failed while renaming: if the
