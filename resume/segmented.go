@@ -199,7 +199,7 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 	}
 	// Every checkpointInterval the ranges' progress is recorded, so that a run that
 	// dies (kill -9) leaves little to redo.
-	cp := startCheckpoints(func(full bool) { _ = s.checkpoint(full) })
+	cp := startCheckpoints(func(full bool) { _ = s.checkpoint(full, full && s.durable != nil) })
 	wg.Wait()
 	cp.Stop()
 	for i, sess := range s.ready { // ranges that were already complete
@@ -239,13 +239,16 @@ func (s *segmenter) run(ctx context.Context) (Result, error) {
 }
 
 // saveState makes the data durable, then records how far every range got.
-func (s *segmenter) saveState() error { return s.checkpoint(true) }
+func (s *segmenter) saveState() error { return s.checkpoint(true, true) }
 
 // checkpoint records how far every range got. A full one makes the data
 // durable first (downloads) and syncs the record; a light one records the
 // bytes written since the last full one only as Written, which counts on
 // a rerun only if the machine did not restart meanwhile.
-func (s *segmenter) checkpoint(full bool) error {
+//
+// The record is synced when sync is set; the periodic checkpoints of an
+// upload only raise what it proves, and need no fsync.
+func (s *segmenter) checkpoint(full, sync bool) error {
 	// What is recorded is taken before the data is made durable, so the
 	// record never claims a byte written after the sync.
 	s.mu.Lock()
@@ -293,7 +296,7 @@ func (s *segmenter) checkpoint(full bool) error {
 		}
 		return nil
 	}
-	return snap.write(s.statePath, full)
+	return snap.write(s.statePath, sync)
 }
 
 // abandon makes every later saveState delete the state file.

@@ -24,12 +24,14 @@ import (
 // proves nothing.
 const stateVersion = 2
 
-// checkpointInterval is how often a running attempt records its progress;
-// every fullCheckpointEvery-th time a download first makes its data
-// durable (fsync), and records it as such.
+// checkpointInterval is how often a running attempt records its progress
+// (without fsync: a lost record costs progress only); every
+// fullCheckpointEvery-th time (10 s) a download first makes its data
+// durable (fsync), and records it as such, which is what survives a
+// machine's crash. A process's crash keeps what the kernel holds.
 const (
 	checkpointInterval  = 25 * time.Millisecond
-	fullCheckpointEvery = 40
+	fullCheckpointEvery = 400
 )
 
 // segState is one byte range of a transfer and how much of it is at the

@@ -122,14 +122,19 @@ func (u *upload) checkSource(a *attempt) error {
 
 // record writes u.safe, with the source's fingerprint, to the state file,
 // when it changed since the last write.
-func (u *upload) record() error { return u.write(true) }
+func (u *upload) record() error { return u.write(false) }
 
-// write records u.safe, synced to disk when sync is set (a checkpoint
-// whose record is lost only costs progress).
+// write records u.safe. A record that proves less than the last one (a
+// restart, a new source) is synced before it returns, since the bytes
+// written under it must never be judged by the older one; one that proves
+// more is synced only when sync is set: losing it (a power cut) costs
+// progress, never correctness. Syncing costs: on ext4 it commits the
+// journal, which writes out a local server's freshly received data too.
 func (u *upload) write(sync bool) error {
 	if u.statePath == "" || (u.saved == u.safe && u.savedStreaming == u.streaming) {
 		return nil
 	}
+	sync = sync || u.saved < 0 || u.safe < u.saved
 	if err := single(u.target, u.size, u.mtime, u.safe, u.safe, u.streaming).write(u.statePath, sync); err != nil {
 		return &localError{op: "write state", err: err}
 	}
@@ -255,9 +260,9 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	if u.statePath != "" {
 		// Only acknowledged bytes are recorded: what was in flight when
 		// this process dies is unproven.
-		cp = startCheckpoints(func(full bool) {
+		cp = startCheckpoints(func(bool) {
 			u.safe = offset + w.Acked()
-			_ = u.write(full)
+			_ = u.write(false)
 		})
 	}
 	var localErr error
