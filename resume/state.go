@@ -30,8 +30,8 @@ const stateVersion = 2
 // durable (fsync), and records it as such, which is what survives a
 // machine's crash. A process's crash keeps what the kernel holds.
 const (
-	checkpointInterval  = 25 * time.Millisecond
-	fullCheckpointEvery = 400
+	checkpointInterval  = 50 * time.Millisecond
+	fullCheckpointEvery = 200
 )
 
 // segState is one byte range of a transfer and how much of it is at the
