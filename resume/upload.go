@@ -274,16 +274,20 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	}
 	a.acked = w.Acked()
 	u.safe = offset + a.acked
-	u.streaming = false
-	recErr := u.record()
+	verdict := serverVerdict(copyErr, closeErr)
+	if localErr != nil || verdict != nil || offset+n != u.size {
+		// What this attempt got acknowledged survives this process. A
+		// complete one is not recorded: the record it started with
+		// already lets a rerun verify it, and on a shared disk a rename
+		// may wait for the journal to write out the server's data.
+		u.streaming = false
+		_ = u.record()
+	}
 	if localErr != nil {
 		return localErr
 	}
-	if err := serverVerdict(copyErr, closeErr); err != nil {
-		return err
-	}
-	if recErr != nil {
-		return recErr
+	if verdict != nil {
+		return verdict
 	}
 	if offset+n != u.size {
 		// The source shrank while being read: the next attempt restarts.
