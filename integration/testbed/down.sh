@@ -29,11 +29,12 @@ for pid in "${pids[@]}"; do
   fi
 done
 # Session children that left the server's process group (none expected), by
-# their command line naming our state dir.
+# their command line naming our state dir's conf/ (config files; rclone's
+# --config; the copy of pyftpd_norest.py that python3 runs).
 for p in /proc/[0-9]*; do
   pid=${p#/proc/}
   case $(readlink "$p/exe" 2>/dev/null) in
-    */vsftpd | */sshd | */proftpd | */pure-ftpd) ;;
+    */vsftpd | */sshd | */proftpd | */pure-ftpd | */rclone | */python3*) ;;
     *) continue ;;
   esac
   if tr "\0" " " 2>/dev/null <"$p/cmdline" | grep -qF "$HAUL_TESTBED_STATE/conf/"; then

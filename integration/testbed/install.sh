@@ -5,13 +5,16 @@
 # pure-ftpd conflict in Debian (all provide ftp-server), so vsftpd is
 # installed normally and proftpd + pure-ftpd are unpacked with `dpkg -x` into
 # a private tree ($HAUL_TESTBED_PKGS, default /opt/haul-testbed/pkgs) and run
-# from there by up.sh. No packaged service is left running: up.sh starts
-# private instances on high ports.
+# from there by up.sh. rclone (`rclone serve sftp`) and python3-pyftpdlib
+# (integration/testbed/pyftpd_norest.py) start no service of their own. No
+# packaged service is left running: up.sh starts private instances on high
+# ports.
 set -euo pipefail
 
 PKGS_DIR="${HAUL_TESTBED_PKGS:-/opt/haul-testbed/pkgs}"
 APT_PKGS=(vsftpd openssh-server iptables iproute2 libhiredis0.14 libmemcached11
-          libmemcachedutil2 libpcre2-posix3 lftp curl openssl)
+          libmemcachedutil2 libpcre2-posix3 lftp curl openssl
+          rclone python3-pyftpdlib)
 X_PKGS=(proftpd-core proftpd-mod-crypto pure-ftpd)
 
 log() { printf 'install.sh: %s\n' "$*" >&2; }
@@ -92,6 +95,9 @@ for p in "${X_PKGS[@]}"; do
   touch "$stamp"
 done
 
+if ! /usr/bin/python3 -c 'import pyftpdlib' 2>/dev/null; then
+  log "python3-pyftpdlib installed but /usr/bin/python3 cannot import pyftpdlib"; exit 1
+fi
 for b in "$PKGS_DIR/root/usr/sbin/proftpd" "$PKGS_DIR/root/usr/sbin/pure-ftpd" \
          "$PKGS_DIR/root/usr/lib/proftpd/mod_sftp.so" "$PKGS_DIR/root/usr/lib/proftpd/mod_digest.so"; do
   if [[ ! -e $b ]]; then log "missing after extraction: $b"; exit 1; fi

@@ -18,7 +18,8 @@ ROOTS="$HAUL_TESTBED_STATE/root"
 CONFS="$HAUL_TESTBED_STATE/conf"
 
 # Every daemon we start: name -> pid file in $RUN/<name>.pid.
-TB_SERVERS=(vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd pure-ftpd sshd sshd-noexec)
+TB_SERVERS=(vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd pure-ftpd sshd sshd-noexec
+            rclone-sftp pyftpd-norest)
 # Servers whose root has a full/ tmpfs.
 TB_FULL=(vsftpd pure-ftpd sshd)
 
@@ -67,11 +68,24 @@ tb_render() {
     v=${v//\\/\\\\}; v=${v//|/\\|}; v=${v//&/\\&}
     args+=(-e "s|@@${k}@@|${v}|g")
   done
-  sed "${args[@]}" "$tmpl" >"$out"
-  if grep -q '@@[A-Z_]*@@' "$out"; then
-    tb_log "unrendered placeholder in $out: $(grep -o '@@[A-Z_]*@@' "$out" | sort -u | tr '\n' ' ')"
+  # Rendered beside OUT and renamed into place: a rerun of up.sh never
+  # leaves a half-written config under a running server.
+  sed "${args[@]}" "$tmpl" >"$out.tmp.$$"
+  if grep -q '@@[A-Z_]*@@' "$out.tmp.$$"; then
+    tb_log "unrendered placeholder in $out: $(grep -o '@@[A-Z_]*@@' "$out.tmp.$$" | sort -u | tr '\n' ' ')"
+    rm -f "$out.tmp.$$"
     return 1
   fi
+  mv -f "$out.tmp.$$" "$out"
+}
+
+# tb_write_atomic FILE: copy stdin to FILE through a temporary file in the
+# same directory and rename it into place, so that a server or test reading
+# FILE while up.sh runs again (adding servers to a running test bed) sees the
+# old or the new content, never a truncated file.
+tb_write_atomic() {
+  local out=$1 tmp="$1.tmp.$$"
+  cat >"$tmp" && chmod 644 "$tmp" && mv -f "$tmp" "$out"
 }
 
 # tb_wait_port PORT [TRIES]: wait (bounded) until HOST:PORT accepts.

@@ -44,6 +44,12 @@ if [[ $can_start -eq 1 ]]; then
   "$TB/install.sh"
   if "$TB/status.sh" >/dev/null 2>&1; then
     say "test bed already running: using it and leaving it running"
+  elif [[ -f $HAUL_TESTBED_ENV ]]; then
+    # Started by an older up.sh (servers added since are missing) or with a
+    # server that died: up.sh starts only what is not running. The bed was
+    # there before, so it is left running.
+    say "test bed running but incomplete: starting the missing servers (up.sh), leaving it running"
+    "$TB/up.sh"
   else
     say "starting the test bed (integration/testbed/up.sh)"
     started=1

@@ -143,6 +143,26 @@ type Env struct {
 	// predates it (a test bed started by an older up.sh): restart the test
 	// bed to get it.
 	SSHDNoExec Server
+	// RcloneSFTP is `rclone serve sftp` over a local directory with
+	// --vfs-cache-mode off (Debian's rclone 1.60): it takes writes only in
+	// offset order (a WRITE ahead of the file's end waits up to 1 s for the
+	// gap to fill, then fails with SSH_FX_FAILURE "Illegal seek"), and every
+	// open for writing, with or without O_TRUNC, replaces the file with what
+	// that handle writes from offset 0 (on close), so an upload cannot
+	// resume there; reads at any offset work, so downloads resume. A RENAME
+	// of a file that another session still has open for writing is
+	// answered OK and carried out only when that handle closes, with that
+	// handle's content. Exec offers no sha256sum. Password and key login,
+	// Home "/", its own ed25519 host key in KnownHostsFile. Not in
+	// SFTPServers. Its Port is zero when the env file predates it: see
+	// RequireServer.
+	RcloneSFTP Server
+	// PyftpdNoRest is pyftpdlib (integration/testbed/pyftpd_norest.py)
+	// answering every REST with "502 Command 'REST' not implemented" (and
+	// not offering REST STREAM in FEAT): no resume in either direction.
+	// Not in FTPServers. Its Port is zero when the env file predates it:
+	// see RequireServer.
+	PyftpdNoRest Server
 
 	raw map[string]string
 }
@@ -248,13 +268,20 @@ func (e *Env) parse() error {
 	e.ProftpdSFTP = p.server("PROFTPD_SFTP", e.Host, false)
 	e.Pureftpd = p.server("PUREFTPD", e.Host, true)
 	e.SSHD = p.server("SSHD", e.Host, false)
-	// Optional, so that an env file from before it still loads.
-	if _, ok := p.raw["SSHD_NOEXEC_PORT"]; ok {
-		e.SSHDNoExec = p.server("SSHD_NOEXEC", e.Host, false)
-	} else {
-		e.SSHDNoExec = Server{Name: "SSHD_NOEXEC", Host: e.Host}
-	}
+	// Optional, so that an env file from before them still loads.
+	e.SSHDNoExec = p.optional("SSHD_NOEXEC", e.Host, false)
+	e.RcloneSFTP = p.optional("RCLONE_SFTP", e.Host, false)
+	e.PyftpdNoRest = p.optional("PYFTPD_NOREST", e.Host, true)
 	return errors.Join(p.errs...)
+}
+
+// optional is server for a server that older env files lack: absent (no
+// <name>_PORT), it is a Server with only Name and Host, Port zero.
+func (p *parser) optional(name, host string, ftp bool) Server {
+	if _, ok := p.raw[name+"_PORT"]; !ok {
+		return Server{Name: name, Host: host}
+	}
+	return p.server(name, host, ftp)
 }
 
 // Get returns the raw value of key ("" when absent), overrides applied.
@@ -276,6 +303,24 @@ func (e *Env) FTPServers() []Server { return []Server{e.VsftpdPlain, e.Proftpd, 
 
 // SFTPServers returns the SFTP servers: OpenSSH and proftpd mod_sftp.
 func (e *Env) SFTPServers() []Server { return []Server{e.SSHD, e.ProftpdSFTP} }
+
+// RequireServer stops a test that needs s when the env file does not
+// describe it (Port zero: a test bed started by an older up.sh, before s was
+// added): it skips the test with a message saying how to get the server,
+// unless the environment variable CI is "true", where it fails the test.
+func (e *Env) RequireServer(t testing.TB, s Server) {
+	t.Helper()
+	if s.Port != 0 {
+		return
+	}
+	msg := fmt.Sprintf("the test bed has no %s server (%s was written by an older up.sh): "+
+		"run integration/testbed/install.sh and up.sh again as root (up.sh starts only the "+
+		"missing servers) or restart the test bed with `make down && make up`", s.Name, e.Path)
+	if os.Getenv("CI") == "true" {
+		t.Fatal(msg + " [CI=true: a missing server is a failure]")
+	}
+	t.Skip(msg)
+}
 
 // EnvPath returns the env file path: $HAUL_TESTBED_ENV, else
 // $HAUL_TESTBED_STATE/env (the scripts' state dir), else DefaultEnvPath.

@@ -49,6 +49,18 @@ SSHD_NOEXEC_ROOT=/s/root/sshd-noexec
 SSHD_NOEXEC_HOME=/s/root/sshd-noexec
 SSHD_NOEXEC_LOG=/s/log/sshd-noexec.log
 SSHD_NOEXEC_PID=42
+RCLONE_SFTP_PORT=2227
+RCLONE_SFTP_ROOT=/s/root/rclone-sftp
+RCLONE_SFTP_HOME=/
+RCLONE_SFTP_LOG=/s/log/rclone-sftp.log
+RCLONE_SFTP_PID=43
+PYFTPD_NOREST_PORT=2228
+PYFTPD_NOREST_PASV_MIN=30120
+PYFTPD_NOREST_PASV_MAX=30139
+PYFTPD_NOREST_ROOT=/s/root/pyftpd-norest
+PYFTPD_NOREST_HOME=/
+PYFTPD_NOREST_LOG=/s/log/pyftpd-norest.log
+PYFTPD_NOREST_PID=44
 `
 
 func TestLoadParsesAndOverrides(t *testing.T) {
@@ -84,6 +96,16 @@ func TestLoadParsesAndOverrides(t *testing.T) {
 		nx.LocalPath("/s/root/sshd-noexec/y") != "/s/root/sshd-noexec/y" || nx.Log != "/s/log/sshd-noexec.log" {
 		t.Fatalf("SSHD_NOEXEC: %+v", nx)
 	}
+	rc := e.RcloneSFTP
+	if rc.Name != "RCLONE_SFTP" || rc.Addr() != "127.0.0.1:2227" || rc.PasvMin != 0 || rc.PID != 43 ||
+		rc.RemotePath("x") != "/x" || rc.LocalPath("/a/b") != "/s/root/rclone-sftp/a/b" {
+		t.Fatalf("RCLONE_SFTP: %+v", rc)
+	}
+	py := e.PyftpdNoRest
+	if py.Name != "PYFTPD_NOREST" || py.Addr() != "127.0.0.1:2228" || py.PasvMin != 30120 || py.PasvMax != 30139 ||
+		py.PID != 44 || py.LocalPath("/y") != "/s/root/pyftpd-norest/y" || py.Log != "/s/log/pyftpd-norest.log" {
+		t.Fatalf("PYFTPD_NOREST: %+v", py)
+	}
 }
 
 // An env file written before SSHD_NOEXEC existed still loads; the server
@@ -100,6 +122,52 @@ func TestLoadWithoutSSHDNoExec(t *testing.T) {
 	}
 	if e.SSHDNoExec.Port != 0 || e.SSHDNoExec.Name != "SSHD_NOEXEC" || e.SSHD.Port != 2222 {
 		t.Fatalf("SSHD_NOEXEC: %+v", e.SSHDNoExec)
+	}
+	if e.RcloneSFTP.Port != 0 || e.RcloneSFTP.Name != "RCLONE_SFTP" ||
+		e.PyftpdNoRest.Port != 0 || e.PyftpdNoRest.Name != "PYFTPD_NOREST" {
+		t.Fatalf("RCLONE_SFTP %+v, PYFTPD_NOREST %+v", e.RcloneSFTP, e.PyftpdNoRest)
+	}
+}
+
+// An env file with SSHD_NOEXEC but written before RCLONE_SFTP and
+// PYFTPD_NOREST existed still loads, those two absent; an FTP server that
+// is present needs its passive range.
+func TestLoadWithoutDegradedServers(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "env")
+	old := strings.Split(sampleEnv, "RCLONE_SFTP_PORT")[0]
+	if err := os.WriteFile(path, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.SSHDNoExec.Port != 2223 || e.RcloneSFTP.Port != 0 || e.PyftpdNoRest.Port != 0 {
+		t.Fatalf("SSHD_NOEXEC %+v, RCLONE_SFTP %+v, PYFTPD_NOREST %+v", e.SSHDNoExec, e.RcloneSFTP, e.PyftpdNoRest)
+	}
+	if err := os.WriteFile(path, []byte(old+"PYFTPD_NOREST_PORT=2228\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(path); err == nil || !strings.Contains(err.Error(), "PYFTPD_NOREST_PASV_MIN") {
+		t.Fatalf("PYFTPD_NOREST without a passive range: %v", err)
+	}
+}
+
+// RequireServer passes a server the env file describes and skips (outside
+// CI) for one it lacks.
+func TestRequireServer(t *testing.T) {
+	e := &Env{Path: "/x/env"}
+	e.RequireServer(t, Server{Name: "SSHD", Port: 2222})
+	if os.Getenv("CI") == "true" {
+		return // it would fail the test instead
+	}
+	returned := false
+	t.Run("absent", func(t *testing.T) {
+		e.RequireServer(t, Server{Name: "RCLONE_SFTP"})
+		returned = true
+	})
+	if returned {
+		t.Fatal("RequireServer did not stop the test for an absent server")
 	}
 }
 

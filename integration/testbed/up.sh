@@ -2,12 +2,18 @@
 # up.sh: start haul's real-server test bed on 127.0.0.1 (idempotent).
 #
 # Starts private instances of vsftpd (plain, explicit FTPS, limited, no upload
-# lock), proftpd (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd and two
+# lock), proftpd (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd, two
 # OpenSSH sshd (internal-sftp with exec allowed; ForceCommand internal-sftp),
+# rclone serve sftp (in-order writes only) and pyftpdlib without REST,
 # each with a generated config, its own data root and log
 # under $HAUL_TESTBED_STATE (default /tmp/haul-testbed), then writes the
 # key=value env file the Go tests read ($HAUL_TESTBED_ENV, default
 # $HAUL_TESTBED_STATE/env). Run install.sh first. Needs root.
+#
+# Servers that are already running (pid file naming a live process) are left
+# alone, so running up.sh again on a running test bed starts only the missing
+# servers (for example ones added to this script since) and rewrites the env
+# file; shared files (keys, known_hosts, configs) are replaced by rename.
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -15,9 +21,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [[ $(id -u) -ne 0 ]]; then tb_log "must run as root"; exit 1; fi
 
 PKG_ROOT="$HAUL_TESTBED_PKGS/root"
-for b in /usr/sbin/vsftpd /usr/sbin/sshd "$PKG_ROOT/usr/sbin/proftpd" "$PKG_ROOT/usr/sbin/pure-ftpd"; do
+for b in /usr/sbin/vsftpd /usr/sbin/sshd "$PKG_ROOT/usr/sbin/proftpd" "$PKG_ROOT/usr/sbin/pure-ftpd" \
+         /usr/bin/rclone /usr/bin/python3 /usr/bin/setpriv; do
   if [[ ! -x $b ]]; then tb_log "missing $b: run integration/testbed/install.sh first"; exit 1; fi
 done
+if ! /usr/bin/python3 -c 'import pyftpdlib' 2>/dev/null; then
+  tb_log "missing python3-pyftpdlib: run integration/testbed/install.sh first"; exit 1
+fi
 
 # Ports (fixed: the fault proxy mirrors them on 127.0.0.2, 127.0.0.3, ...).
 VSFTPD_PORT=2121;         VSFTPD_PASV=(30000 30019)
@@ -26,9 +36,11 @@ VSFTPD_LIMITED_PORT=2123; VSFTPD_LIMITED_PASV=(30040 30059)
 PROFTPD_PORT=2124;        PROFTPD_PASV=(30060 30079)
 PUREFTPD_PORT=2125;       PUREFTPD_PASV=(30080 30099)
 VSFTPD_NOLOCK_PORT=2126;  VSFTPD_NOLOCK_PASV=(30100 30119)
+PYFTPD_NOREST_PORT=2228;  PYFTPD_NOREST_PASV=(30120 30139)
 SSHD_PORT=2222
 SSHD_NOEXEC_PORT=2223
 PROFTPD_SFTP_PORT=2225
+RCLONE_SFTP_PORT=2227
 LIMITED_DATA_TIMEOUT=3
 LIMITED_MAX_PER_IP=3
 LIMITED_IDLE_TIMEOUT=10
@@ -57,7 +69,8 @@ fi
 UGROUP=$(id -gn "$U")
 
 # ---- data roots and the full tmpfs --------------------------------------------
-for r in vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd proftpd-sftp pure-ftpd sshd sshd-noexec; do
+for r in vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd proftpd-sftp pure-ftpd sshd sshd-noexec \
+         rclone-sftp pyftpd-norest; do
   mkdir -p "$ROOTS/$r"; chown "$U:$UGROUP" "$ROOTS/$r"; chmod 755 "$ROOTS/$r"
 done
 for r in "${TB_FULL[@]}"; do
@@ -89,28 +102,36 @@ fi
 if [[ ! -f $KEYS/ssh_host_noexec_ed25519_key ]]; then
   ssh-keygen -q -t ed25519 -N '' -C haul-testbed-sshd-noexec -f "$KEYS/ssh_host_noexec_ed25519_key"
 fi
+if [[ ! -f $KEYS/rclone_host_ed25519_key ]]; then
+  ssh-keygen -q -t ed25519 -N '' -C haul-testbed-rclone-sftp -f "$KEYS/rclone_host_ed25519_key"
+fi
+# rclone serve sftp runs as the test user and reads its host key itself.
+chown "$U:$UGROUP" "$KEYS/rclone_host_ed25519_key"
 if [[ ! -f $KEYS/proftpd_host_rsa_key ]]; then
   ssh-keygen -q -t rsa -b 3072 -m PEM -N '' -C haul-testbed-proftpd -f "$KEYS/proftpd_host_rsa_key"
 fi
 if [[ ! -f $KEYS/client_ed25519 ]]; then
   ssh-keygen -q -t ed25519 -N '' -C "$U@haul-testbed" -f "$KEYS/client_ed25519"
 fi
-cp "$KEYS/client_ed25519.pub" "$KEYS/authorized_keys"
-ssh-keygen -e -f "$KEYS/client_ed25519.pub" >"$KEYS/authorized_keys.rfc4716"
-chmod 644 "$KEYS/authorized_keys" "$KEYS/authorized_keys.rfc4716"
+# Replaced by rename (tb_write_atomic): running servers read these files at
+# every login.
+tb_write_atomic "$KEYS/authorized_keys" <"$KEYS/client_ed25519.pub"
+ssh-keygen -e -f "$KEYS/client_ed25519.pub" | tb_write_atomic "$KEYS/authorized_keys.rfc4716"
 # Clients verify hosts against known_hosts: 127.0.0.1 and localhost, plus the
 # fault proxy's addresses 127.0.0.2-9 on the same ports.
 {
   hk_sshd=$(cut -d' ' -f1,2 "$KEYS/ssh_host_ed25519_key.pub")
   hk_noexec=$(cut -d' ' -f1,2 "$KEYS/ssh_host_noexec_ed25519_key.pub")
   hk_pro=$(cut -d' ' -f1,2 "$KEYS/proftpd_host_rsa_key.pub")
+  hk_rclone=$(cut -d' ' -f1,2 "$KEYS/rclone_host_ed25519_key.pub")
   for h in localhost $(for i in $(seq 1 9); do echo "127.0.0.$i"; done); do
     echo "[$h]:$SSHD_PORT $hk_sshd"
     echo "[$h]:$SSHD_NOEXEC_PORT $hk_noexec"
     echo "[$h]:$PROFTPD_SFTP_PORT $hk_pro"
+    echo "[$h]:$RCLONE_SFTP_PORT $hk_rclone"
   done
-} >"$KEYS/known_hosts"
-chmod 644 "$KEYS/known_hosts" "$KEYS/ca.pem"
+} | tb_write_atomic "$KEYS/known_hosts"
+chmod 644 "$KEYS/ca.pem"
 
 # ---- start helpers --------------------------------------------------------------
 # start NAME PORT CMD...: start CMD in its own session unless already running.
@@ -202,6 +223,36 @@ mkdir -p "$RUN/sshd-noexec"
 /usr/sbin/sshd -t -f "$CONFS/sshd-noexec_config" || fail=1
 start sshd-noexec "$SSHD_NOEXEC_PORT" /usr/sbin/sshd -D -f "$CONFS/sshd-noexec_config" -E "$LOGDIR/sshd-noexec.log" || fail=1
 
+# rclone serve sftp over a local directory with --vfs-cache-mode off: writes
+# go straight into the file in offset order (a write ahead of the file's end
+# waits --vfs-write-wait, 1 s, for the gap to fill, then fails with "Illegal
+# seek"), like servers that stream uploads into an object store. No directory
+# cache (--dir-cache-time 0s), so that files tests put into or remove from its
+# root directly are seen at once. Runs as the test user; its config and cache
+# stay in the state dir.
+mkdir -p "$RUN/rclone-sftp.home"; chown "$U:$UGROUP" "$RUN/rclone-sftp.home"
+touch "$LOGDIR/rclone-sftp.log" "$LOGDIR/pyftpd-norest.log"
+chown "$U:$UGROUP" "$LOGDIR/rclone-sftp.log" "$LOGDIR/pyftpd-norest.log"
+: | tb_write_atomic "$CONFS/rclone-sftp.conf"
+start rclone-sftp "$RCLONE_SFTP_PORT" /usr/bin/setpriv --reuid="$U" --regid="$UGROUP" --init-groups \
+  /usr/bin/env HOME="$RUN/rclone-sftp.home" \
+  /usr/bin/rclone serve sftp "$ROOTS/rclone-sftp" \
+  --addr "$HAUL_TESTBED_HOST:$RCLONE_SFTP_PORT" --user "$U" --pass "$HAUL_TESTBED_PASSWORD" \
+  --key "$KEYS/rclone_host_ed25519_key" --authorized-keys "$KEYS/authorized_keys" \
+  --vfs-cache-mode off --dir-cache-time 0s --config "$CONFS/rclone-sftp.conf" --cache-dir "$RUN/rclone-sftp.home/cache" \
+  --log-file "$LOGDIR/rclone-sftp.log" --log-level INFO || fail=1
+
+# pyftpdlib with REST answered "502 Command 'REST' not implemented": no
+# resume in either direction. The script is copied into the state dir (the
+# test user may not be able to read the work tree); the password goes by
+# environment, not argv.
+install -m 644 "$TB_DIR/pyftpd_norest.py" "$CONFS/pyftpd_norest.py"
+start pyftpd-norest "$PYFTPD_NOREST_PORT" /usr/bin/setpriv --reuid="$U" --regid="$UGROUP" --init-groups \
+  /usr/bin/env HAUL_PYFTPD_PASSWORD="$HAUL_TESTBED_PASSWORD" \
+  /usr/bin/python3 "$CONFS/pyftpd_norest.py" --host "$HAUL_TESTBED_HOST" --port "$PYFTPD_NOREST_PORT" \
+  --root "$ROOTS/pyftpd-norest" --user "$U" --pasv "${PYFTPD_NOREST_PASV[0]}-${PYFTPD_NOREST_PASV[1]}" \
+  --log "$LOGDIR/pyftpd-norest.log" || fail=1
+
 if [[ $fail -ne 0 ]]; then
   tb_log "some servers failed to start (env file not written); run down.sh to clean up"
   exit 1
@@ -250,6 +301,9 @@ mkdir -p "$(dirname "$HAUL_TESTBED_ENV")"
   emit SSHD "$SSHD_PORT" "" "" "$ROOTS/sshd" "$ROOTS/sshd" "$ROOTS/sshd/full" "$LOGDIR/sshd.log" "$(pid sshd)"
   emit SSHD_NOEXEC "$SSHD_NOEXEC_PORT" "" "" "$ROOTS/sshd-noexec" "$ROOTS/sshd-noexec" "" \
     "$LOGDIR/sshd-noexec.log" "$(pid sshd-noexec)"
+  emit RCLONE_SFTP "$RCLONE_SFTP_PORT" "" "" "$ROOTS/rclone-sftp" / "" "$LOGDIR/rclone-sftp.log" "$(pid rclone-sftp)"
+  emit PYFTPD_NOREST "$PYFTPD_NOREST_PORT" "${PYFTPD_NOREST_PASV[@]}" "$ROOTS/pyftpd-norest" / "" \
+    "$LOGDIR/pyftpd-norest.log" "$(pid pyftpd-norest)"
 } >"$tmp_env"
 chmod 644 "$tmp_env"
 mv -f "$tmp_env" "$HAUL_TESTBED_ENV"

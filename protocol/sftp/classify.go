@@ -244,5 +244,6 @@ func statusKind(code uint32) error {
 // isFailure reports whether err carries the generic SSH_FX_FAILURE status.
 func isFailure(err error) bool {
 	var se *sftp.StatusError
-	return errors.As(err, &se) && se.Code == fxFailure
+	var fe *fxStatusError
+	return errors.As(err, &se) && se.Code == fxFailure || errors.As(err, &fe) && fe.Code == fxFailure
 }

@@ -125,6 +125,12 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Session, error) {
 	if knownKeys != nil {
 		cfg.HostKeyAlgorithms = hostKeyAlgorithms(knownKeys, addr, conn.RemoteAddr())
 	}
+	if cfg.HostKeyAlgorithms == nil {
+		// Never the library's default order, which offers RSA before
+		// ed25519: a server that advertises RSA without holding an RSA
+		// key (seen) aborts the handshake when RSA is chosen.
+		cfg.HostKeyAlgorithms = preferredHostKeyAlgorithms()
+	}
 	cfg.Ciphers = cipherPreference()
 
 	signers := slices.Clone(o.signers)
@@ -299,9 +305,10 @@ func (placeholderKey) Verify(data []byte, sig *ssh.Signature) error { return err
 // hostKeyAlgorithms returns the host key algorithms to offer: first those
 // known_hosts holds for addr, so the server presents a key we can verify
 // (otherwise it may present its RSA key while known_hosts holds only its
-// ed25519 key, a false mismatch), then every other supported algorithm, so
-// a server without any known key type still presents a key and the
-// mismatch names it. nil means "library default".
+// ed25519 key, a false mismatch), then every other supported algorithm in
+// the order of modernHostKeyAlgorithms, so a server without any known key
+// type still presents a key and the mismatch names it. nil means that
+// known_hosts knows no key for addr (use preferredHostKeyAlgorithms).
 func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []string {
 	var ke *knownhosts.KeyError
 	if err := cb(addr, remote, placeholderKey{}); !errors.As(err, &ke) || len(ke.Want) == 0 {
@@ -325,8 +332,44 @@ func hostKeyAlgorithms(cb ssh.HostKeyCallback, addr string, remote net.Addr) []s
 			add(t)
 		}
 	}
-	add(ssh.SupportedAlgorithms().HostKeys...)
+	add(modernHostKeyAlgorithms()...)
 	return algs
+}
+
+// modernHostKeyAlgorithms returns every host key algorithm x/crypto/ssh
+// supports, best first: certificates first (a host certificate is how a
+// known_hosts @cert-authority line verifies a server), and within each
+// group ed25519, then ECDSA, then RSA with SHA-2 (as OpenSSH orders them),
+// then any other the library adds. The library's own default offers RSA
+// first, and some servers advertise RSA without holding an RSA key: they
+// abort the handshake when the client picks it.
+func modernHostKeyAlgorithms() []string {
+	algs := []string{
+		ssh.CertAlgoED25519v01,
+		ssh.CertAlgoECDSA256v01, ssh.CertAlgoECDSA384v01, ssh.CertAlgoECDSA521v01,
+		ssh.CertAlgoRSASHA512v01, ssh.CertAlgoRSASHA256v01,
+		ssh.KeyAlgoED25519,
+		ssh.KeyAlgoECDSA256, ssh.KeyAlgoECDSA384, ssh.KeyAlgoECDSA521,
+		ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256,
+	}
+	supported := ssh.SupportedAlgorithms().HostKeys
+	algs = slices.DeleteFunc(algs, func(a string) bool { return !slices.Contains(supported, a) })
+	for _, a := range supported {
+		if !slices.Contains(algs, a) {
+			algs = append(algs, a)
+		}
+	}
+	return algs
+}
+
+// preferredHostKeyAlgorithms is what a dial offers when known_hosts
+// names no key type for the server (an unknown host, WithAcceptNewHostKey,
+// WithInsecureIgnoreHostKey): modernHostKeyAlgorithms, then the legacy
+// SHA-1 RSA and DSA algorithms the library's default also offers, last, so
+// that the servers that connected before still do.
+func preferredHostKeyAlgorithms() []string {
+	return append(modernHostKeyAlgorithms(),
+		ssh.KeyAlgoRSA, ssh.CertAlgoRSAv01, ssh.InsecureKeyAlgoDSA, ssh.InsecureCertAlgoDSAv01)
 }
 
 // cipherPreference returns the ciphers to offer, fastest here first (the

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -46,38 +47,58 @@ var execTools = map[string]string{
 // cannot run those fails the probe too.
 const execProbeCommand = "{ echo " + execProbeMarker + "; for c in sha256sum sha512sum sha1sum md5sum head tail; do command -v \"$c\"; done; } </dev/null"
 
-// probeExec runs execProbeCommand once and records the algorithms whose
-// tool was found, with head and tail. A refused or failing exec (a server
-// that forces internal-sftp runs the SFTP server instead, which prints
+// probeExec runs execProbeCommand and records the algorithms whose tool
+// was found, with head and tail. A refused or failing exec (a server that
+// forces internal-sftp runs the SFTP server instead, which prints
 // nothing), or one that does not answer within execProbeTimeout, means no
-// algorithm. It also records the SFTP working directory, against which
-// relative paths are resolved. Only a broken connection or a done ctx is
-// an error.
-func (s *Session) probeExec(ctx context.Context, hs *hashState) error {
+// algorithm. A probe whose channel ended without an exit status (EOF) is
+// run once more: some servers fail an exec now and then after another
+// channel closed. It also records the SFTP working directory, against
+// which relative paths are resolved. It returns why it found what it
+// found; only a broken connection or a done ctx is an error.
+func (s *Session) probeExec(ctx context.Context, hs *hashState) (string, error) {
 	pctx, cancel := context.WithTimeout(ctx, min(execProbeTimeout, s.opts.dialTimeout/2))
 	defer cancel()
-	out, err := s.run(pctx, execProbeCommand)
+	out, err := s.runRetry(pctx, execProbeCommand, "exec probe")
 	if err != nil {
 		if s.aborted.Load() || s.closed.Load() || ctx.Err() != nil {
-			return err
+			return "", err
 		}
 		s.log.Debug("sftp: exec refused, failed or did not answer; no hash by exec", "err", err)
-		return nil
+		return fmt.Sprintf("exec refused, failed or did not answer (%v)", err), nil
 	}
 	algos := parseExecProbe(out)
 	if len(algos) == 0 {
-		return nil
+		return "exec ran but the login shell found no hash tool, or not head and tail", nil
 	}
 	cwd, err := s.client.Getwd()
 	if err != nil {
-		return err
+		return "", err
 	}
 	if !strings.HasPrefix(cwd, "/") {
 		s.log.Debug("sftp: working directory is not absolute; no hash by exec", "cwd", cwd)
-		return nil
+		return "the SFTP working directory is not absolute", nil
 	}
 	hs.cwd, hs.exec = cwd, algos
-	return nil
+	return "the login shell finds the hash tools over exec", nil
+}
+
+// execEOF reports whether a command failed because its channel ended
+// without an exit status: closed before the exec request was answered
+// (io.EOF) or after (*ssh.ExitMissingError).
+func execEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.As(err, new(*ssh.ExitMissingError))
+}
+
+// runRetry is run, once more when the command's channel ended without an
+// exit status while the session and ctx are still alive.
+func (s *Session) runRetry(ctx context.Context, cmd, what string) ([]byte, error) {
+	out, err := s.run(ctx, cmd)
+	if err != nil && execEOF(err) && ctx.Err() == nil && !s.aborted.Load() && !s.closed.Load() {
+		s.log.Debug("sftp: "+what+" ended without an exit status; running it once more", "err", err)
+		out, err = s.run(ctx, cmd)
+	}
+	return out, err
 }
 
 // parseExecProbe returns the algorithms, best first, whose tool the probe
@@ -163,7 +184,7 @@ func (s *Session) execHash(ctx context.Context, hs *hashState, path, algo string
 		// relative paths against its own (sftp-server -d may differ).
 		abs = strings.TrimSuffix(hs.cwd, "/") + "/" + path
 	}
-	out, err := s.run(ctx, execHashCommand(execTools[algo], abs, start, end, size))
+	out, err := s.runRetry(ctx, execHashCommand(execTools[algo], abs, start, end, size), "hash command")
 	if err != nil {
 		if s.aborted.Load() || s.closed.Load() || ctx.Err() != nil {
 			return nil, err

@@ -31,12 +31,13 @@ type hashState struct {
 // HashAlgorithms lists the algorithms the server can hash with, best
 // first: those of the check-file extension when the server has it, else
 // those of the hash commands found over SSH exec (see WithExecHash). The
-// first call probes the server (a second SFTP channel, and an exec
-// command where needed), bounded by WithDialTimeout; the exec probe gets
-// at most 5 s (or half of it) and, when it does not answer, only its
-// channel is closed and the session offers no hash by exec. A check-file
-// probe that times out closes the connection, like any call whose context
-// ends.
+// first call probes the server (an exec command first, unless the server
+// advertises check-file, then a second SFTP channel), bounded by
+// WithDialTimeout, and logs the method found and why; the exec probe gets
+// at most 5 s (or half of it), is run once more when it ends without an
+// exit status (EOF), and when it does not answer, only its channel is
+// closed and the session offers no hash by exec. A check-file probe that
+// times out closes the connection, like any call whose context ends.
 func (s *Session) HashAlgorithms() []string {
 	ctx, cancel := context.WithTimeout(context.Background(), s.opts.dialTimeout)
 	defer cancel()
@@ -69,6 +70,15 @@ func (s *Session) HashAlgorithms() []string {
 var execPreference = []string{"md5", "sha1", "sha512", "sha256"}
 
 // probeHash fills s.hash once. s.hashMu must be held.
+//
+// The exec probe runs before the check-file probe opens and closes a
+// channel of its own: a server was seen to fail an exec (EOF) now and
+// then when it came right after another channel closed, which made the
+// verification method change from run to run (a probe that ends in EOF is
+// also run once more, see probeExec). Where the main channel's VERSION
+// names check-file, which is preferred, exec is probed only when the
+// check-file channel is refused. The method found, and why, is logged
+// once, at Info.
 func (s *Session) probeHash(ctx context.Context) *hashState {
 	hs := &s.hash
 	if hs.probed {
@@ -79,14 +89,42 @@ func (s *Session) probeHash(ctx context.Context) *hashState {
 		return hs // not marked probed: a later call may succeed
 	}
 	hs.probed = true
-	err = s.probeCheckFile(hs)
-	if err == nil && hs.checkFile == nil && s.opts.execHash {
-		err = s.probeExec(ctx, hs)
+	advertised := false
+	for _, name := range []string{extCheckFileName, extCheckFile, extCheckFileHandle} {
+		if _, ok := s.client.HasExtension(name); ok {
+			advertised = true
+		}
+	}
+	execWhy := "exec hashing is off (WithExecHash(false))"
+	execFirst := s.opts.execHash && !advertised
+	if execFirst {
+		execWhy, err = s.probeExec(ctx, hs)
+	}
+	if err == nil {
+		err = s.probeCheckFile(hs)
+	}
+	switch {
+	case err != nil || execFirst || !s.opts.execHash:
+	case hs.checkFile != nil:
+		execWhy = "not probed: the server answers check-file"
+	default:
+		// Advertised, but the check-file channel was refused.
+		execWhy, err = s.probeExec(ctx, hs)
 	}
 	if err = end(err); err != nil {
 		s.log.Debug("sftp: hash probe failed", "err", err)
+		execWhy = "the probe failed: " + err.Error()
 	}
-	s.log.Debug("sftp: server-side hashing", "check-file", hs.checkFile, "exec", hs.exec)
+	switch {
+	case hs.checkFile != nil:
+		s.log.Info("sftp: server-side hashing by the check-file extension", "algorithms", hs.checkFile,
+			"why", "the server answers check-file", "exec", hs.exec)
+	case hs.exec != nil:
+		s.log.Info("sftp: server-side hashing by commands over SSH exec", "algorithms", hs.exec,
+			"why", "no check-file extension; "+execWhy)
+	default:
+		s.log.Info("sftp: no server-side hashing", "why", "no check-file extension; exec: "+execWhy)
+	}
 	return hs
 }
 

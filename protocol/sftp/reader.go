@@ -46,7 +46,7 @@ func (s *Session) openReader(ctx context.Context, path string, offset, length in
 	if err != nil {
 		return nil, err
 	}
-	if fc := s.takeReadChannel(); fc != nil {
+	if fc := s.takeDataChannel(); fc != nil {
 		return s.openStream(ctx, fc, path, offset, length, stop)
 	}
 	fail := func(f *sftp.File, err error) (io.ReadCloser, error) {
@@ -96,7 +96,7 @@ func (s *Session) openStream(ctx context.Context, fc *fxpConn, path string, offs
 				inStep = false
 			}
 		}
-		s.releaseReadChannel(fc, inStep)
+		s.releaseDataChannel(fc, inStep)
 		return nil, s.openFailed(ctx, path, nil, stop, err)
 	}
 	end, want := int64(-1), f.size-offset
@@ -168,23 +168,24 @@ func (st *stream) WriteTo(w io.Writer) (int64, error) {
 // the aborted call: it is left alone.
 func (s *Session) closeStream(fc *fxpConn, p *pipeline, aborted bool) error {
 	if aborted {
-		s.releaseReadChannel(fc, false)
+		s.releaseDataChannel(fc, false)
 		return errSessionClosed
 	}
 	if !p.drain() {
-		s.releaseReadChannel(fc, false)
+		s.releaseDataChannel(fc, false)
 		return p.err
 	}
 	err := p.f.close()
-	s.releaseReadChannel(fc, err == nil || errors.As(err, new(*fxStatusError)))
+	s.releaseDataChannel(fc, err == nil || errors.As(err, new(*fxStatusError)))
 	return err
 }
 
-// takeReadChannel returns the session's read channel, opening it on first
-// use, or nil when another reader holds it or the server refused it (the
-// caller then reads through pkg/sftp). The caller bounds the call (the
+// takeDataChannel returns the session's data channel (a second SFTP
+// channel, which readers and writers use), opening it on first use, or nil
+// when another reader or writer holds it or the server refused it (the
+// caller then goes through pkg/sftp). The caller bounds the call (the
 // session is aborted when its context ends).
-func (s *Session) takeReadChannel() *fxpConn {
+func (s *Session) takeDataChannel() *fxpConn {
 	s.rcMu.Lock()
 	defer s.rcMu.Unlock()
 	if s.rcBusy || s.rcRefused {
@@ -194,7 +195,7 @@ func (s *Session) takeReadChannel() *fxpConn {
 		fc, err := openFXP(s.ssh.Conn)
 		if err != nil {
 			if !s.aborted.Load() && !s.closed.Load() {
-				s.log.Debug("sftp: no read channel; reading through the main channel", "err", err)
+				s.log.Debug("sftp: no second channel; reading and writing through the main channel", "err", err)
 				s.rcRefused = true
 			}
 			return nil
@@ -205,9 +206,9 @@ func (s *Session) takeReadChannel() *fxpConn {
 	return s.rc
 }
 
-// releaseReadChannel hands fc back; when it is not reusable it is closed
-// and the next reader opens a new one.
-func (s *Session) releaseReadChannel(fc *fxpConn, reusable bool) {
+// releaseDataChannel hands fc back; when it is not reusable it is closed
+// and the next reader or writer opens a new one.
+func (s *Session) releaseDataChannel(fc *fxpConn, reusable bool) {
 	s.rcMu.Lock()
 	defer s.rcMu.Unlock()
 	if s.rc == fc {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
@@ -54,6 +56,23 @@ type testServer struct {
 	// connection; sftpChans counts those started.
 	maxSFTP   int32
 	sftpChans atomic.Int32
+	// wrapSFTP, when set, wraps every SFTP channel before the SFTP server
+	// reads it (a sniffer).
+	wrapSFTP func(io.ReadWriteCloser) io.ReadWriteCloser
+	// execEOFAfterClose: the first exec request after a channel of the
+	// connection closed ends in EOF (the channel is closed without an
+	// answer), as on a server seen to do that now and then.
+	// execEOFFirst: the first exec request of every connection does.
+	// execEOFs counts them.
+	execEOFAfterClose bool
+	execEOFFirst      bool
+	execEOFs          atomic.Int32
+	// cutUp and cutDown, when positive, close the next connection that
+	// receives (cutUp) or sends (cutDown) more than that many bytes;
+	// each once, and only connections accepted since the last armCut.
+	cutUp, cutDown atomic.Int64
+	cutGen         atomic.Int64
+	cuts           atomic.Int32
 
 	mu    sync.Mutex
 	conns []net.Conn
@@ -82,6 +101,13 @@ func newKey(t *testing.T) (ssh.Signer, ed25519.PrivateKey) {
 // under a temporary directory.
 func newTestServer(t *testing.T, handlers *sftp.Handlers) *testServer {
 	t.Helper()
+	return newTestServerConfig(t, handlers, nil)
+}
+
+// newTestServerConfig is newTestServer with configure, when not nil,
+// called on the server's SSH configuration before it serves.
+func newTestServerConfig(t *testing.T, handlers *sftp.Handlers, configure func(*ssh.ServerConfig)) *testServer {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +133,9 @@ func newTestServer(t *testing.T, handlers *sftp.Handlers) *testServer {
 		},
 	}
 	cfg.AddHostKey(ts.hostKey)
+	if configure != nil {
+		configure(cfg)
+	}
 	ts.wg.Add(1)
 	go func() {
 		defer ts.wg.Done()
@@ -115,6 +144,7 @@ func newTestServer(t *testing.T, handlers *sftp.Handlers) *testServer {
 			if err != nil {
 				return
 			}
+			c = &cutConn{Conn: c, ts: ts, gen: ts.cutGen.Load()}
 			ts.mu.Lock()
 			ts.conns = append(ts.conns, c)
 			ts.mu.Unlock()
@@ -174,6 +204,9 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 		}
 	}()
 	var sftpChans atomic.Int32
+	// For execEOFAfterClose and execEOFFirst: channels closed (but those
+	// closed for an EOF), and how many an exec has seen.
+	var chanCloses, closesSeen, execsSeen atomic.Int32
 	for nc := range chans {
 		if nc.ChannelType() != "session" {
 			_ = nc.Reject(ssh.UnknownChannelType, "no")
@@ -184,12 +217,31 @@ func (ts *testServer) serveConn(c net.Conn, cfg *ssh.ServerConfig) {
 			continue
 		}
 		closed := make(chan struct{})
+		var eof atomic.Bool
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			defer ch.Close()
 			defer close(closed)
+			defer func() {
+				if !eof.Load() {
+					chanCloses.Add(1)
+				}
+			}()
 			for req := range creqs {
+				if req.Type == "exec" && (ts.execEOFAfterClose || ts.execEOFFirst) {
+					first := execsSeen.Add(1) == 1
+					// Let the closes that came before this request be
+					// counted (they are handled on other goroutines).
+					time.Sleep(30 * time.Millisecond)
+					n := chanCloses.Load()
+					if ts.execEOFFirst && first || ts.execEOFAfterClose && closesSeen.Swap(n) != n {
+						ts.execEOFs.Add(1)
+						eof.Store(true)
+						_ = ch.Close() // no answer to the request, no exit status
+						continue
+					}
+				}
 				if req.Type == "exec" && (ts.execDir != "" || ts.execHandler != nil) && len(req.Payload) > 4 {
 					_ = req.Reply(true, nil)
 					ts.execs.Add(1)
@@ -246,18 +298,57 @@ func (ts *testServer) serveExec(ch ssh.Channel, cmd string) {
 
 func (ts *testServer) serveSFTP(ch ssh.Channel) {
 	defer ch.Close()
+	var rwc io.ReadWriteCloser = ch
+	if ts.wrapSFTP != nil {
+		rwc = ts.wrapSFTP(ch)
+	}
 	if ts.handlers != nil {
-		srv := sftp.NewRequestServer(ch, *ts.handlers)
+		srv := sftp.NewRequestServer(rwc, *ts.handlers)
 		_ = srv.Serve()
 		_ = srv.Close()
 		return
 	}
-	srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(ts.dir))
+	srv, err := sftp.NewServer(rwc, sftp.WithServerWorkingDirectory(ts.dir))
 	if err != nil {
 		return
 	}
 	_ = srv.Serve()
 	_ = srv.Close()
+}
+
+// cutConn is a server's connection, closed once when it passes the
+// server's cutUp or cutDown.
+type cutConn struct {
+	net.Conn
+	ts            *testServer
+	gen           int64
+	read, written atomic.Int64
+}
+
+// armCut sets cutUp and cutDown for the connections accepted from now on.
+func (ts *testServer) armCut(up, down int64) {
+	ts.cutGen.Add(1)
+	ts.cutUp.Store(up)
+	ts.cutDown.Store(down)
+}
+
+func (c *cutConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.check(&c.ts.cutUp, c.read.Add(int64(n)))
+	return n, err
+}
+
+func (c *cutConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.check(&c.ts.cutDown, c.written.Add(int64(n)))
+	return n, err
+}
+
+func (c *cutConn) check(limit *atomic.Int64, n int64) {
+	if l := limit.Load(); l > 0 && n > l && c.gen == c.ts.cutGen.Load() && limit.CompareAndSwap(l, 0) {
+		c.ts.cuts.Add(1)
+		_ = c.Conn.Close()
+	}
 }
 
 // faultFS wraps sftp.InMemHandler with fault injection and records the
@@ -277,7 +368,136 @@ type faultFS struct {
 	// statSize, when non-zero before handlers is called, is the size
 	// every Stat and Fstat reports.
 	statSize int64
+
+	// truncOnOpen: every open for writing truncates the file, whatever
+	// its flags say. fromStart: every handle opened for writing takes
+	// writes only in order from offset 0 (others fail with "Illegal
+	// seek"), as rclone serve sftp without a VFS cache does.
+	truncOnOpen bool
+	fromStart   bool
+	// wireOrder: a write that does not arrive on the wire where the
+	// previous write on its handle ended fails with "Illegal seek", as
+	// on a server that streams uploads into objects (the sniffer, set as
+	// the test server's wrapSFTP, decides). seqOnly: a write that
+	// starts while another write of its handle runs, or not where the
+	// last one ended (for the first: where the file ended when it was
+	// last opened or truncated), fails so; the first write of a handle
+	// takes seqDelay.
+	wireOrder bool
+	seqOnly   bool
+	seqDelay  time.Duration
+	verdicts  map[int64][]bool             // by offset, in arrival order: in order?
+	starts    map[string]int64             // by path: the size at the last open or truncation
+	writeIDs  map[*sniffer]map[uint32]bool // write requests not answered yet
+	inflight  int                          // write requests not answered yet
+	// maxInflight is the most write requests seen unanswered at once;
+	// outOfOrder counts writes the wire saw out of order, rejected
+	// those refused (either mode), writes those received.
+	maxInflight, outOfOrder, rejected, writes int
 }
+
+// sniff is the test server's wrapSFTP for wireOrder, and the counters.
+func (f *faultFS) sniff(rwc io.ReadWriteCloser) io.ReadWriteCloser {
+	return &sniffer{ReadWriteCloser: rwc, f: f}
+}
+
+// resetCounts zeroes maxInflight, outOfOrder, rejected and writes.
+func (f *faultFS) resetCounts() {
+	f.mu.Lock()
+	f.maxInflight, f.outOfOrder, f.rejected, f.writes = 0, 0, 0, 0
+	f.mu.Unlock()
+}
+
+func (f *faultFS) counts() (maxInflight, outOfOrder, rejected, writes int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.maxInflight, f.outOfOrder, f.rejected, f.writes
+}
+
+// sniffer parses the SFTP packets of a channel as they pass.
+type sniffer struct {
+	io.ReadWriteCloser
+	f       *faultFS
+	in, out []byte           // partial packets
+	expect  map[string]int64 // by handle: where the next write must be
+}
+
+func (s *sniffer) Read(p []byte) (int, error) {
+	n, err := s.ReadWriteCloser.Read(p)
+	s.in = packets(append(s.in, p[:n]...), s.request)
+	return n, err
+}
+
+func (s *sniffer) Write(p []byte) (int, error) {
+	s.out = packets(append(s.out, p...), s.reply) // the SFTP server writes from one goroutine at a time
+	return s.ReadWriteCloser.Write(p)
+}
+
+// packets calls fn with the type and body of every whole packet in b and
+// returns the rest.
+func packets(b []byte, fn func(typ byte, body []byte)) []byte {
+	for len(b) >= 5 {
+		n := int(binary.BigEndian.Uint32(b))
+		if len(b) < 4+n {
+			break
+		}
+		fn(b[4], b[5:4+n])
+		b = b[4+n:]
+	}
+	return append([]byte(nil), b...)
+}
+
+// request sees a request arrive.
+func (s *sniffer) request(typ byte, body []byte) {
+	if typ != 6 { // SSH_FXP_WRITE
+		return
+	}
+	id := binary.BigEndian.Uint32(body)
+	hl := binary.BigEndian.Uint32(body[4:])
+	handle := string(body[8 : 8+hl])
+	off := int64(binary.BigEndian.Uint64(body[8+hl:]))
+	n := int64(binary.BigEndian.Uint32(body[16+hl:]))
+	f := s.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writeIDs == nil {
+		f.verdicts, f.writeIDs = map[int64][]bool{}, map[*sniffer]map[uint32]bool{}
+	}
+	if f.writeIDs[s] == nil {
+		f.writeIDs[s], s.expect = map[uint32]bool{}, map[string]int64{}
+	}
+	f.writes++
+	f.writeIDs[s][id] = true
+	f.inflight++
+	f.maxInflight = max(f.maxInflight, f.inflight)
+	want, seen := s.expect[handle]
+	ok := !seen || want == off
+	if ok {
+		s.expect[handle] = off + n
+	} else {
+		f.outOfOrder++
+	}
+	if f.wireOrder {
+		f.verdicts[off] = append(f.verdicts[off], ok)
+	}
+}
+
+// reply sees a reply leave.
+func (s *sniffer) reply(typ byte, body []byte) {
+	if typ != 101 { // SSH_FXP_STATUS
+		return
+	}
+	id := binary.BigEndian.Uint32(body)
+	f := s.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.writeIDs[s][id] {
+		delete(f.writeIDs[s], id)
+		f.inflight--
+	}
+}
+
+var errIllegalSeek = errors.New("Illegal seek")
 
 func newFaultFS() *faultFS {
 	return &faultFS{inner: sftp.InMemHandler(), failAt: -1, readLimit: -1, readBlock: -1, freeBlocks: 1 << 30}
@@ -340,27 +560,96 @@ type faultPut struct{ f *faultFS }
 func (p faultPut) Filewrite(r *sftp.Request) (io.WriterAt, error) {
 	p.f.mu.Lock()
 	p.f.writeFlags = append(p.f.writeFlags, r.Pflags())
+	if p.f.truncOnOpen {
+		r.Flags |= 0x10 // SSH_FXF_TRUNC
+	}
 	p.f.mu.Unlock()
 	w, err := p.f.inner.FilePut.Filewrite(r)
 	if err != nil {
 		return nil, err
 	}
-	return faultWriterAt{p.f, w}, nil
+	fw := &faultWriterAt{f: p.f, w: w, path: r.Filepath, end: -1}
+	p.f.mu.Lock()
+	if p.f.starts == nil {
+		p.f.starts = map[string]int64{}
+	}
+	p.f.starts[r.Filepath] = fw.size()
+	p.f.mu.Unlock()
+	return fw, nil
 }
 
 type faultWriterAt struct {
-	f *faultFS
-	w io.WriterAt
+	f    *faultFS
+	w    io.WriterAt
+	path string
+	// For seqOnly, guarded by f.mu: a write runs; where the last one
+	// ended (-1: none yet, the end of the file). For fromStart: where
+	// the next write must start.
+	busy bool
+	end  int64
+	next int64
 }
 
-func (w faultWriterAt) WriteAt(b []byte, off int64) (int, error) {
-	w.f.mu.Lock()
-	failAt, failErr := w.f.failAt, w.f.failErr
-	w.f.mu.Unlock()
-	if failAt >= 0 && off <= failAt && failAt < off+int64(len(b)) {
-		return 0, failErr
+// size is the size of the file written, when the handler tells.
+func (w *faultWriterAt) size() int64 {
+	if fi, ok := w.w.(interface{ Size() int64 }); ok {
+		return fi.Size()
 	}
-	return w.w.WriteAt(b, off)
+	return 0
+}
+
+func (w *faultWriterAt) WriteAt(b []byte, off int64) (int, error) {
+	f := w.f
+	f.mu.Lock()
+	if f.failAt >= 0 && off <= f.failAt && f.failAt < off+int64(len(b)) {
+		err := f.failErr
+		f.mu.Unlock()
+		return 0, err
+	}
+	if f.wireOrder {
+		v := f.verdicts[off]
+		if len(v) > 0 {
+			f.verdicts[off] = v[1:]
+			if !v[0] {
+				f.rejected++
+				f.mu.Unlock()
+				return 0, errIllegalSeek
+			}
+		}
+	}
+	if f.fromStart {
+		if off != w.next {
+			f.rejected++
+			f.mu.Unlock()
+			return 0, errIllegalSeek
+		}
+		w.next += int64(len(b))
+	}
+	first := false
+	if f.seqOnly {
+		// (Not the file's size now: a write of a connection that was
+		// cut may land after the resume cut the file back.)
+		if w.end < 0 && off != f.starts[w.path] || w.busy || w.end >= 0 && off != w.end {
+			f.rejected++
+			f.mu.Unlock()
+			return 0, errIllegalSeek
+		}
+		w.busy, first = true, w.end < 0
+	}
+	f.mu.Unlock()
+	if first {
+		time.Sleep(f.seqDelay)
+	}
+	n, err := w.w.WriteAt(b, off)
+	if f.seqOnly {
+		f.mu.Lock()
+		w.busy = false
+		if err == nil {
+			w.end = off + int64(n)
+		}
+		f.mu.Unlock()
+	}
+	return n, err
 }
 
 type faultGet struct{ f *faultFS }
@@ -404,7 +693,16 @@ func (r faultReaderAt) ReadAt(b []byte, off int64) (int, error) {
 
 type faultCmd struct{ f *faultFS }
 
-func (c faultCmd) Filecmd(r *sftp.Request) error { return c.f.inner.FileCmd.Filecmd(r) }
+func (c faultCmd) Filecmd(r *sftp.Request) error {
+	if r.Method == "Setstat" && r.AttrFlags().Size {
+		c.f.mu.Lock()
+		if c.f.starts != nil {
+			c.f.starts[r.Filepath] = int64(r.Attributes().Size)
+		}
+		c.f.mu.Unlock()
+	}
+	return c.f.inner.FileCmd.Filecmd(r)
+}
 
 func (c faultCmd) PosixRename(r *sftp.Request) error {
 	return c.f.inner.FileCmd.(sftp.PosixRenameFileCmder).PosixRename(r)

@@ -8,14 +8,22 @@
 // server states it serves (limits@openssh.com, see DefaultPacketSize);
 // downloads run on a second SFTP channel with a pipeline of their own,
 // which reads replies straight into fixed buffers (see OpenReader);
-// writes always go to explicit offsets, never through SSH_FXF_APPEND, and
-// the writer reports the contiguous acknowledged high-water mark so a
-// failed upload can resume without holes. OpenRangeWriter writes a range
-// without cutting the file, for several sessions filling one file at once.
-// Hash asks the server for a digest: the check-file extension (proftpd's
-// mod_sftp) on a second SFTP channel, or a hash command over SSH exec
-// (OpenSSH; WithExecHash). keepalive@openssh.com requests detect a dead
-// connection during long transfers.
+// uploads run on the same channel, their requests sent in offset order
+// (servers that stream uploads into objects take no other), falling back
+// to one request at a time on a server that refuses pipelined writes (see
+// OpenWriter); writes always go to explicit offsets, never through
+// SSH_FXF_APPEND, and the writer reports the contiguous acknowledged
+// high-water mark so a failed upload can resume without holes; a server
+// that truncates whatever it opens for writing is told apart, and a resume
+// there fails with protocol.ErrResumeUnsupported. Host-key algorithms are
+// offered modern first (ed25519, ECDSA, then RSA with SHA-2) in every
+// mode. OpenRangeWriter writes a range without cutting the file, for
+// several sessions filling one file at once. Hash asks the server for a
+// digest: the check-file extension (proftpd's mod_sftp) on a second SFTP
+// channel, or a hash command over SSH exec (OpenSSH; WithExecHash), probed
+// in an order that keeps the result the same from run to run.
+// keepalive@openssh.com requests detect a dead connection during long
+// transfers.
 //
 // Every method honours its context by closing the SSH connection when the
 // context ends; the Session is then unusable and must be closed.
@@ -83,13 +91,18 @@ type Session struct {
 	// long (it is hashing): the keepalive does not give up meanwhile.
 	quiet atomic.Int32
 
-	// rcMu guards the read channel: rc (nil until first used or after
-	// it was dropped), rcBusy (a reader holds it) and rcRefused (the
-	// server refused a second channel: read through pkg/sftp).
+	// rcMu guards the data channel, which readers and writers use: rc
+	// (nil until first used or after it was dropped), rcBusy (a reader
+	// or writer holds it) and rcRefused (the server refused a second
+	// channel: read and write through pkg/sftp).
 	rcMu      sync.Mutex
 	rc        *fxpConn
 	rcBusy    bool
 	rcRefused bool
+
+	// seqWrites: the server refused pipelined writes and accepted them
+	// one at a time; writers send one request at a time.
+	seqWrites atomic.Bool
 
 	aborted   atomic.Bool
 	closeOnce sync.Once
