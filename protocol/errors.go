@@ -221,3 +221,44 @@ func ServerText(text string, secrets ...string) string {
 	}
 	return b.String()
 }
+
+// HostNotFound reports a host name that DNS says does not exist: no new
+// attempt can succeed, unlike a refused connection (the server may be
+// restarting) or a DNS server that failed or timed out. Protocols classify
+// it fs.ErrNotExist, the kind of a name that names nothing: permanent, and
+// "not found" to the user.
+func HostNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
+}
+
+// HostError wraps err, for which HostNotFound holds, so that its text
+// names the host plainly.
+func HostError(err error) error { return &hostError{err: err} }
+
+type hostError struct{ err error }
+
+func (e *hostError) Error() string {
+	var de *net.DNSError
+	if !errors.As(e.err, &de) {
+		return e.err.Error()
+	}
+	return fmt.Sprintf("no host named %q (DNS: %s)", de.Name, de.Err)
+}
+
+func (e *hostError) Unwrap() error { return e.err }
+
+// ParentDir returns the parent of a remote path, or "" when that is the
+// login directory or the root (which exist).
+func ParentDir(path string) string {
+	p := strings.TrimRight(path, "/")
+	i := strings.LastIndex(p, "/")
+	if i < 0 {
+		return ""
+	}
+	p = strings.TrimRight(p[:i], "/")
+	if p == "" || p == "." {
+		return ""
+	}
+	return p
+}

@@ -4,9 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"fmt"
 	"io/fs"
-	"net"
 	"net/textproto"
 
 	"github.com/openhaul/haul/protocol"
@@ -42,8 +40,8 @@ func (f failure) wrap(err error) error {
 	if errors.As(err, &te) {
 		code = te.Code
 	}
-	if hostNotFound(err) {
-		err = &hostError{err: err}
+	if protocol.HostNotFound(err) {
+		err = protocol.HostError(err)
 	}
 	return &protocol.Error{Op: f.op, Path: f.path, Code: code, Kind: f.kind(code, err), Err: err}
 }
@@ -54,7 +52,7 @@ func (f failure) kind(code int, err error) error {
 	case errors.Is(err, protocol.ErrProtocol):
 		// protocol.Classify does not know this kind.
 		return protocol.ErrProtocol
-	case hostNotFound(err):
+	case protocol.HostNotFound(err):
 		return fs.ErrNotExist
 	}
 	if code != 0 {
@@ -119,27 +117,6 @@ func (f failure) codeKind(code int) (kind error, ok bool) {
 	}
 	return nil, false
 }
-
-// hostNotFound reports a host name that DNS says does not exist: no new
-// attempt can succeed, unlike a refused connection (the server may be
-// restarting) or a DNS server that failed or timed out. It is classified
-// fs.ErrNotExist, the kind of a name that names nothing: permanent, and
-// "not found" to the user; the error's text names the host.
-func hostNotFound(err error) bool {
-	var de *net.DNSError
-	return errors.As(err, &de) && de.IsNotFound
-}
-
-// hostError is the cause of an error for a host DNS does not know.
-type hostError struct{ err error }
-
-func (e *hostError) Error() string {
-	var de *net.DNSError
-	errors.As(e.err, &de)
-	return fmt.Sprintf("no host named %q (DNS: %s)", de.Name, de.Err)
-}
-
-func (e *hostError) Unwrap() error { return e.err }
 
 // shownError shows the text of an error that quotes the server as
 // protocol.ServerText makes it; errors.Is and errors.As see the error

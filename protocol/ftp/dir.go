@@ -310,7 +310,7 @@ func (s *Session) mkdirRefused(ctx context.Context, path string, refusal error) 
 	}
 	// Not there, or not to be seen: a parent that is missing or no
 	// directory explains both.
-	parent := parentDir(path)
+	parent := protocol.ParentDir(path)
 	if parent == "" {
 		return refusal // the login directory or the root
 	}
@@ -324,21 +324,6 @@ func (s *Session) mkdirRefused(ctx context.Context, path string, refusal error) 
 		return relabel(err, "mkdir")
 	}
 	return refusal
-}
-
-// parentDir returns the parent of path, or "" when it is the login
-// directory or the root (which exist).
-func parentDir(path string) string {
-	p := strings.TrimRight(path, "/")
-	i := strings.LastIndex(p, "/")
-	if i < 0 {
-		return ""
-	}
-	p = strings.TrimRight(p[:i], "/")
-	if p == "" || p == "." {
-		return ""
-	}
-	return p
 }
 
 // reclassify returns the refusal pe as an error of kind, its cause noted.

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"strings"
 
 	"github.com/openhaul/haul/protocol"
@@ -108,8 +107,8 @@ func classify(op, path string, err error, secret string) error {
 		return err
 	}
 	code, kind := kindOf(err)
-	if hostNotFound(err) {
-		err = &hostError{err: err}
+	if protocol.HostNotFound(err) {
+		err = protocol.HostError(err)
 	}
 	return shown(&protocol.Error{Op: op, Path: path, Code: code, Kind: kind, Err: err}, secret)
 }
@@ -159,27 +158,6 @@ func checkSize(size int64) error {
 	return nil
 }
 
-// hostNotFound reports a host name that DNS says does not exist: no new
-// attempt can succeed, unlike a refused connection (the server may be
-// restarting) or a DNS server that failed or timed out. It is classified
-// fs.ErrNotExist, the kind of a name that names nothing: permanent, and
-// "not found" to the user; the error's text names the host.
-func hostNotFound(err error) bool {
-	var de *net.DNSError
-	return errors.As(err, &de) && de.IsNotFound
-}
-
-// hostError is the cause of an error for a host DNS does not know.
-type hostError struct{ err error }
-
-func (e *hostError) Error() string {
-	var de *net.DNSError
-	errors.As(e.err, &de)
-	return fmt.Sprintf("no host named %q (DNS: %s)", de.Name, de.Err)
-}
-
-func (e *hostError) Unwrap() error { return e.err }
-
 // kindOf returns the SFTP status code carried by err (0 if none) and its
 // kind.
 func kindOf(err error) (int, error) {
@@ -187,7 +165,7 @@ func kindOf(err error) (int, error) {
 	case errors.Is(err, protocol.ErrProtocol):
 		// protocol.Classify does not know this kind.
 		return 0, protocol.ErrProtocol
-	case hostNotFound(err):
+	case protocol.HostNotFound(err):
 		return 0, fs.ErrNotExist
 	}
 	var he *HostKeyError

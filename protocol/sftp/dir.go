@@ -329,7 +329,7 @@ func (s *Session) mkdirCause(path string, refusal error) error {
 	// Not there, or not to be seen (pkg/sftp's server answers ENOTDIR
 	// with SSH_FX_FAILURE): a parent that is missing or no directory
 	// explains both.
-	parent := dirParent(path)
+	parent := protocol.ParentDir(path)
 	if parent == "" {
 		return pe // the login directory or the root
 	}
@@ -344,21 +344,6 @@ func (s *Session) mkdirCause(path string, refusal error) error {
 		return dirReclassify(pe, protocol.ErrInvalidPath, fmt.Sprintf("the parent %q is not a directory", parent))
 	}
 	return pe
-}
-
-// dirParent returns the parent of path, or "" when it is the login
-// directory or the root (which exist).
-func dirParent(path string) string {
-	p := strings.TrimRight(path, "/")
-	i := strings.LastIndex(p, "/")
-	if i < 0 {
-		return ""
-	}
-	p = strings.TrimRight(p[:i], "/")
-	if p == "" || p == "." {
-		return ""
-	}
-	return p
 }
 
 // dirReclassify returns pe as an error of kind, its cause noted. The
