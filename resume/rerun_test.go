@@ -557,3 +557,27 @@ func TestUploadChecksTheRenameHappened(t *testing.T) {
 		t.Fatalf("%+v", res)
 	}
 }
+
+// A state file that others may write proves nothing: a record planted in
+// a shared directory never vouches for a partial.
+func TestStateWritableByOthersIsNotTrusted(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(1 << 20)
+	s.put("f", src)
+	cfg := stateCfg(t)
+	f := tempFile(t)
+	stopAfterCut(s, 500_000)
+	if _, err := resume.Download(context.Background(), s.dial, "f", f, cfg); !errors.Is(err, protocol.ErrAuth) {
+		t.Fatalf("first run: %v", err)
+	}
+	if err := os.Chmod(cfg.StatePath, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	res, err := resume.Download(context.Background(), s.dial, "f", f, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(readAll(t, f), src) || res.StartOffset != 0 || res.Restarts != 1 {
+		t.Fatalf("trusted a state others may write: %+v", res)
+	}
+}
