@@ -334,21 +334,48 @@ func EnvPath() string {
 	return DefaultEnvPath
 }
 
+// OffVar is the environment variable that, set to "1", turns the test bed
+// off for the tests of this process even when one is running: Require skips
+// and Main runs no test, whatever CI says. `make unit` sets it.
+const OffVar = "HAUL_TESTBED_OFF"
+
+// ErrOff is what Check returns when OffVar is set.
+var ErrOff = errors.New("test bed turned off (" + OffVar + "=1)")
+
+// Check reports whether the tests of this process may use a test bed: nil
+// when the env file (EnvPath) loads, ErrOff when OffVar is set, else the
+// load error (matching os.ErrNotExist when no test bed was started).
+func Check() error {
+	if os.Getenv(OffVar) == "1" {
+		return ErrOff
+	}
+	_, err := Load(EnvPath())
+	return err
+}
+
+// notRunningMsg says how to start the test bed.
+func notRunningMsg(path string) string {
+	return fmt.Sprintf("test bed not running (%s not found): start it with `make up` "+
+		"(as root: integration/testbed/install.sh && integration/testbed/up.sh), "+
+		"or set %s to an env file describing other servers", path, EnvVar)
+}
+
 // Require loads the test bed for a test. When the env file does not exist it
 // skips the test with a message saying how to start the servers, unless the
 // environment variable CI is "true", where it fails the test instead. Any
-// other load error fails the test.
+// other load error fails the test. With OffVar set it always skips.
 func Require(t testing.TB) *Env {
 	t.Helper()
+	if os.Getenv(OffVar) == "1" {
+		t.Skip(ErrOff.Error())
+	}
 	path := EnvPath()
 	e, err := Load(path)
 	if err == nil {
 		return e
 	}
 	if errors.Is(err, os.ErrNotExist) {
-		msg := fmt.Sprintf("test bed not running (%s not found): start it with `make up` "+
-			"(as root: integration/testbed/install.sh && integration/testbed/up.sh), "+
-			"or set %s to an env file describing other servers", path, EnvVar)
+		msg := notRunningMsg(path)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg + " [CI=true: a missing test bed is a failure]")
 		}
@@ -356,6 +383,36 @@ func Require(t testing.TB) *Env {
 	}
 	t.Fatalf("%v", err)
 	return nil
+}
+
+// Main is the body of TestMain for a package whose tests all need the test
+// bed; it returns the exit code. When Check finds a test bed, it runs m.
+// Otherwise it runs no test and prints one line saying why, followed by the
+// testing package's "no tests to run" warning, so that `go test ./...`
+// marks the package "[no tests to run]" on its ok line instead of printing
+// a skip per test (and -v shows the reason); the code is 0, except when CI
+// is "true" and OffVar is not set: a missing test bed is then a failure (1),
+// told in one line too. An env file that exists but does not load is left
+// to the tests (each fails, saying why).
+func Main(m *testing.M, pkg string) int {
+	err := Check()
+	switch {
+	case err == nil:
+		return m.Run()
+	case errors.Is(err, ErrOff):
+		fmt.Printf("%s: tests not run: %v\n", pkg, err)
+	case errors.Is(err, os.ErrNotExist):
+		msg := notRunningMsg(EnvPath())
+		if os.Getenv("CI") == "true" {
+			fmt.Printf("FAIL %s: %s [CI=true: a missing test bed is a failure]\n", pkg, msg)
+			return 1
+		}
+		fmt.Printf("%s: tests not run: %s\n", pkg, msg)
+	default:
+		return m.Run()
+	}
+	fmt.Print("testing: warning: no tests to run\n")
+	return 0
 }
 
 // TLSConfig returns a client TLS configuration for the FTPS server: RootCAs

@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -238,5 +239,45 @@ func TestRequireLoadsRunningBed(t *testing.T) {
 	}
 	if _, err := e.SSHConfig(true); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Check: OffVar wins over a loadable env file; an absent file is
+// os.ErrNotExist; a present one loads.
+func TestCheckOffAndAbsent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "env")
+	t.Setenv(EnvVar, path)
+	t.Setenv(OffVar, "")
+	if err := Check(); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("absent env file: %v", err)
+	}
+	if err := os.WriteFile(path, []byte(sampleEnv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := Check(); err != nil {
+		t.Fatalf("present env file: %v", err)
+	}
+	t.Setenv(OffVar, "1")
+	if err := Check(); !errors.Is(err, ErrOff) {
+		t.Fatalf("%s=1: %v", OffVar, err)
+	}
+}
+
+// Require skips with OffVar set, even where CI=true and an env file loads.
+func TestRequireOff(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "env")
+	if err := os.WriteFile(path, []byte(sampleEnv), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvVar, path)
+	t.Setenv(OffVar, "1")
+	t.Setenv("CI", "true")
+	returned := false
+	ok := t.Run("off", func(t *testing.T) {
+		Require(t)
+		returned = true
+	})
+	if returned || !ok {
+		t.Fatalf("Require did not skip: returned %v, passed %v", returned, ok)
 	}
 }
