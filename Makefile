@@ -3,7 +3,7 @@
 GO ?= go
 TESTBED := integration/testbed
 
-.PHONY: all build test unit install up down status bench
+.PHONY: all build test unit compose-test install up down status bench
 
 all: build
 
@@ -15,9 +15,18 @@ build:
 test:
 	GO="$(GO)" $(TESTBED)/test-all.sh
 
-## unit: go test without starting servers (integration tests skip).
+## unit: go test without servers: the integration tests skip (one line per
+## package) even when a test bed is running (HAUL_TESTBED_OFF=1).
 unit:
-	$(GO) test -race -count=1 ./...
+	@echo "make unit: no servers (HAUL_TESTBED_OFF=1): the integration package shows [no tests to run]; make test runs it"
+	HAUL_TESTBED_OFF=1 $(GO) test -race -count=1 ./...
+
+## compose-test: build the test bed image (base image by debootstrap when
+## missing), bring docker-compose.yml up on 127.0.0.20, run integration tests
+## against it, bring it down (also on failure). Root, Debian; see
+## integration/testbed/compose-test.sh. Run by .ci/run after `make test`.
+compose-test:
+	GO="$(GO)" $(TESTBED)/compose-test.sh
 
 ## install: install vsftpd/sshd and unpack proftpd/pure-ftpd (root, Debian).
 install:

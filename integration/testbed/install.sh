@@ -12,8 +12,11 @@
 set -euo pipefail
 
 PKGS_DIR="${HAUL_TESTBED_PKGS:-/opt/haul-testbed/pkgs}"
+# libsodium23: proftpd's mod_sftp and pure-ftpd (unpacked with dpkg -x, so
+# apt does not pull their dependencies) need it; a full Debian install often
+# has it already, a minimal one (debian:12 image, debootstrap) does not.
 APT_PKGS=(vsftpd openssh-server iptables iproute2 libhiredis0.14 libmemcached11
-          libmemcachedutil2 libpcre2-posix3 lftp curl openssl
+          libmemcachedutil2 libpcre2-posix3 libsodium23 lftp curl openssl
           rclone python3-pyftpdlib)
 X_PKGS=(proftpd-core proftpd-mod-crypto pure-ftpd)
 

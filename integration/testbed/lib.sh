@@ -100,7 +100,10 @@ tb_wait_port() {
   return 1
 }
 
-# tb_port_busy PORT: true when something listens on HOST:PORT.
+# tb_port_busy PORT: true when something listens on PORT at HOST or at the
+# wildcard address (either would take HOST:PORT); a listener on another
+# loopback address (a second test bed on 127.0.0.20 beside one on
+# 127.0.0.1, as compose-test.sh runs it) does not count.
 tb_port_busy() {
-  ss -Htln "sport = :$1" 2>/dev/null | grep -q .
+  ss -Htln "( src $HAUL_TESTBED_HOST or src 0.0.0.0 or src [::] ) and sport = :$1" 2>/dev/null | grep -q .
 }

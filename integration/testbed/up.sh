@@ -56,7 +56,15 @@ mkdir -p "$HAUL_TESTBED_STATE/empty"; chown root:root "$HAUL_TESTBED_STATE/empty
 U=$HAUL_TESTBED_USER
 if ! id "$U" >/dev/null 2>&1; then
   tb_log "creating user $U"
-  useradd -M -d "$ROOTS/pure-ftpd" -s /bin/bash "$U"
+  # HAUL_TESTBED_UID/GID (compose-test.sh): the same ids as the test user of
+  # the machine that runs the tests, which shares the data roots.
+  ids=()
+  if [[ -n ${HAUL_TESTBED_GID:-} ]]; then
+    getent group "$U" >/dev/null || groupadd -g "$HAUL_TESTBED_GID" "$U"
+    ids+=(-g "$HAUL_TESTBED_GID")
+  fi
+  if [[ -n ${HAUL_TESTBED_UID:-} ]]; then ids+=(-u "$HAUL_TESTBED_UID"); fi
+  useradd -M -d "$ROOTS/pure-ftpd" -s /bin/bash "${ids[@]}" "$U"
 fi
 # pure-ftpd (-A) chroots into the home directory: make it the pure-ftpd root.
 [[ $(getent passwd "$U" | cut -d: -f6) == "$ROOTS/pure-ftpd" ]] || usermod -d "$ROOTS/pure-ftpd" "$U"
@@ -91,6 +99,7 @@ if [[ ! -f $KEYS/ca.pem ]]; then
     -keyout "$KEYS/server.key" -out "$KEYS/server.csr" 2>/dev/null
   san="DNS:localhost"
   for i in $(seq 1 9); do san+=",IP:127.0.0.$i"; done
+  case $HAUL_TESTBED_HOST in 127.0.0.[1-9]) ;; *) san+=",IP:$HAUL_TESTBED_HOST" ;; esac
   printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' "$san" >"$KEYS/server.ext"
   openssl x509 -req -in "$KEYS/server.csr" -CA "$KEYS/ca.pem" -CAkey "$KEYS/ca.key" -CAcreateserial \
     -days 3650 -extfile "$KEYS/server.ext" -out "$KEYS/server.pem" 2>/dev/null
@@ -124,7 +133,9 @@ ssh-keygen -e -f "$KEYS/client_ed25519.pub" | tb_write_atomic "$KEYS/authorized_
   hk_noexec=$(cut -d' ' -f1,2 "$KEYS/ssh_host_noexec_ed25519_key.pub")
   hk_pro=$(cut -d' ' -f1,2 "$KEYS/proftpd_host_rsa_key.pub")
   hk_rclone=$(cut -d' ' -f1,2 "$KEYS/rclone_host_ed25519_key.pub")
-  for h in localhost $(for i in $(seq 1 9); do echo "127.0.0.$i"; done); do
+  hosts=(localhost $(for i in $(seq 1 9); do echo "127.0.0.$i"; done))
+  case $HAUL_TESTBED_HOST in 127.0.0.[1-9] | localhost) ;; *) hosts+=("$HAUL_TESTBED_HOST") ;; esac
+  for h in "${hosts[@]}"; do
     echo "[$h]:$SSHD_PORT $hk_sshd"
     echo "[$h]:$SSHD_NOEXEC_PORT $hk_noexec"
     echo "[$h]:$PROFTPD_SFTP_PORT $hk_pro"
