@@ -268,10 +268,11 @@ func TestCLIInterruptExit130(t *testing.T) {
 func TestDiskFillsDuringSFTPUpload(t *testing.T) {
 	env := testbed.Require(t)
 	srv := env.SSHD
-	src, _ := testbed.RandomFile(t, t.TempDir(), 24<<20)
-	name := "fills.bin"
-	partial := filepath.Join(srv.FullLocal, name+".part")
-	filler := filepath.Join(srv.FullLocal, "filler")
+	full, fullRemote, size := privateFull(t, env, srv)
+	src, _ := testbed.RandomFile(t, t.TempDir(), size*3/4)
+	name := tbName(t, "fills")
+	partial := filepath.Join(full, name+".part")
+	filler := filepath.Join(full, tbName(t, "filler"))
 	t.Cleanup(func() { os.Remove(partial); os.Remove(filler) })
 	var once sync.Once
 	cfg := transfer.Config{
@@ -284,7 +285,7 @@ func TestDiskFillsDuringSFTPUpload(t *testing.T) {
 			}
 		},
 	}
-	url := fmt.Sprintf("sftp://%s@%s//%s", env.User, srv.Addr(), strings.TrimPrefix(srv.FullDir, "/")+"/"+name)
+	url := fmt.Sprintf("sftp://%s@%s//%s", env.User, srv.Addr(), strings.TrimPrefix(fullRemote, "/")+"/"+name)
 	_, err := transfer.Put(context.Background(), src, url, cfg)
 	if !errors.Is(err, transfer.ErrNoSpace) {
 		t.Fatalf("err = %v", err)
@@ -298,6 +299,40 @@ func TestDiskFillsDuringSFTPUpload(t *testing.T) {
 		t.Fatalf("partial not kept: %v", serr)
 	}
 	t.Logf("%v; partial %d bytes", err, fi.Size())
+}
+
+// privateFull returns a directory of srv, as a local and as a remote path,
+// on a tmpfs that only the calling test uses, and its size: a tmpfs of
+// env.FullSize bytes the test mounts (as root) in the server's root, so
+// that no other test, in this process or in another one using the same
+// test bed, fills or frees it meanwhile (a filler of another run, or its
+// removal, made a full-disk test fail now and then). Without the right to
+// mount, it is the server's shared full directory (FullLocal, FullDir).
+func privateFull(t *testing.T, env *testbed.Env, srv testbed.Server) (local, remote string, size int64) {
+	t.Helper()
+	size = env.FullSize
+	if size <= 0 {
+		size = 32 << 20
+	}
+	name := fmt.Sprintf("full-%d-%d", os.Getpid(), time.Now().UnixNano())
+	dir := filepath.Join(srv.Root, name)
+	err := os.Mkdir(dir, 0o755)
+	if err == nil {
+		var st syscall.Stat_t
+		if err = syscall.Stat(srv.Root, &st); err == nil { // the root belongs to the test user
+			var unmount func()
+			if unmount, err = mountTmpfs(dir, size, int(st.Uid), int(st.Gid)); err == nil {
+				t.Cleanup(func() { unmount(); os.Remove(dir) })
+				return dir, srv.RemotePath(name), size
+			}
+		}
+		os.Remove(dir)
+	}
+	if srv.FullDir == "" {
+		t.Fatalf("no private tmpfs (%v) and %s has no full directory", err, srv.Name)
+	}
+	t.Logf("no private tmpfs (%v): using the shared %s", err, srv.FullLocal)
+	return srv.FullLocal, srv.FullDir, env.FullSize
 }
 
 // cliFill writes to path until the file system is full.
