@@ -9,9 +9,12 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/openhaul/haul/integration/testbed"
@@ -143,4 +146,52 @@ func TestBatchTreeRoundTrip(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestBatchUnderConnectionLimit: 200 files at 8 workers into the vsftpd
+// whose max_per_ip is 3: the Client lowers its cap at the first 421 and
+// every file arrives.
+func TestBatchUnderConnectionLimit(t *testing.T) {
+	env := testbed.Require(t)
+	c := clientCase{"ftp", env.VsftpdLimited, "OK LOGIN"}
+	env.RequireServer(t, c.srv)
+	src := t.TempDir()
+	for i := range 200 {
+		if err := os.WriteFile(filepath.Join(src, fmt.Sprintf("f%03d", i)), bytes.Repeat([]byte{byte(i)}, 1000+i*50), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	remote := fmt.Sprintf("limit-%d", os.Getpid())
+	t.Cleanup(func() { os.RemoveAll(c.srv.LocalPath(remote)) })
+	var logs syncBuffer
+	cl := openClient(t, env, c, transfer.Config{MaxConns: 8, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	res, err := cl.UploadTree(context.Background(), src, remote, transfer.BatchOptions{Parallel: 8})
+	if err != nil {
+		t.Fatalf("%v (%+v)", err, res.Stats)
+	}
+	if !strings.Contains(logs.String(), "lowering the session cap") {
+		t.Errorf("the server's limit was never hit or never adapted to; log:\n%s", logs.String())
+	}
+	if res.Stats.Done != 200 {
+		t.Fatalf("stats %+v", res.Stats)
+	}
+	sameTree(t, src, c.srv.LocalPath(remote))
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers (a logger).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
