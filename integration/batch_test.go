@@ -7,6 +7,7 @@ package integration_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -194,4 +195,70 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// TestBatchDownloadRefusesHostileNames: a remote tree holding a name with
+// a backslash (which another system reads as a separator) and a
+// directory that the local target has as a planted symbolic link: both
+// are refused as failed files, the rest arrives, and nothing is written
+// outside the target.
+func TestBatchDownloadRefusesHostileNames(t *testing.T) {
+	env := testbed.Require(t)
+	for _, c := range clientCases(env) {
+		t.Run(c.scheme, func(t *testing.T) {
+			remote := fmt.Sprintf("hostile-%s-%d", c.scheme, os.Getpid())
+			root := c.srv.LocalPath(remote)
+			t.Cleanup(func() { os.RemoveAll(root) })
+			for name, body := range map[string]string{
+				`..\..\evil`:   "escape",
+				"ok.txt":       "fine",
+				"sub/inner":    "through the link",
+				"deep/a/b.txt": "deep",
+			} {
+				p := filepath.Join(root, filepath.FromSlash(name))
+				if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+				chownTestUser(t, env, p)
+				return nil
+			})
+			dst := t.TempDir()
+			outside := t.TempDir()
+			if err := os.Symlink(outside, filepath.Join(dst, "sub")); err != nil {
+				t.Fatal(err)
+			}
+			cl := openClient(t, env, c, transfer.Config{})
+			res, err := cl.DownloadTree(context.Background(), remote, dst, transfer.BatchOptions{Parallel: 2, NoJournal: true})
+			var be *transfer.BatchError
+			if !errors.As(err, &be) || be.Failed != 2 {
+				t.Fatalf("err %v, want a BatchError with 2 failed files (%+v)", err, res.Stats)
+			}
+			kinds := map[string]int{}
+			for _, f := range res.Files {
+				if f.Err != nil {
+					kinds[transfer.FailureKind(f.Err)]++
+					t.Logf("refused: %v", f.Err)
+				}
+			}
+			if kinds["invalid"] != 1 || kinds["not-regular"] != 1 {
+				t.Errorf("failures by kind %v, want 1 invalid (the backslash) and 1 not-regular (the link)", kinds)
+			}
+			if ents, _ := os.ReadDir(outside); len(ents) != 0 {
+				t.Errorf("%d file(s) written through the link", len(ents))
+			}
+			for name, want := range map[string]string{"ok.txt": "fine", "deep/a/b.txt": "deep"} {
+				if b, err := os.ReadFile(filepath.Join(dst, name)); err != nil || string(b) != want {
+					t.Errorf("%s: %q %v", name, b, err)
+				}
+			}
+			if _, err := os.Lstat(filepath.Join(filepath.Dir(dst), "evil")); err == nil {
+				t.Error("a file escaped the target")
+			}
+		})
+	}
 }
