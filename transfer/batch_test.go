@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -151,5 +152,21 @@ func TestMkdirNoFollow(t *testing.T) {
 	}
 	if err := mkdirNoFollow(root, filepath.Join(root, "a", "b")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestUploadFromReaderAt: an io.ReaderAt with a size uploads, resuming
+// after a cut, and verifies.
+func TestUploadFromReaderAt(t *testing.T) {
+	srv := newFakeServer()
+	srv.failWrites = 1
+	c := testClient(t, srv, Config{})
+	data := randomBytes(7, 3<<20)
+	res, err := c.UploadFrom(context.Background(), bytes.NewReader(data), int64(len(data)), "r.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(srv.file("r.bin"), data) || res.Size != int64(len(data)) || res.Attempts < 2 {
+		t.Fatalf("result %+v", res)
 	}
 }
