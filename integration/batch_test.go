@@ -262,3 +262,43 @@ func TestBatchDownloadRefusesHostileNames(t *testing.T) {
 		})
 	}
 }
+
+// TestBatchSkipChecksum: without a journal, the checksum policy skips the
+// files whose server-side hash equals the source's (OpenSSH: sha256 by
+// exec) and sends the one that differs.
+func TestBatchSkipChecksum(t *testing.T) {
+	env := testbed.Require(t)
+	c := clientCase{"sftp", env.SSHD, ""}
+	src := makeTree(t, 12, 5)
+	remote := fmt.Sprintf("cksum-%d", os.Getpid())
+	t.Cleanup(func() { os.RemoveAll(c.srv.LocalPath(remote)) })
+	cl := openClient(t, env, c, transfer.Config{})
+	ctx := context.Background()
+	if _, err := cl.UploadTree(ctx, src, remote, transfer.BatchOptions{NoJournal: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Same size, other content.
+	p := filepath.Join(src, "d1", "e1", "f001.bin")
+	b, err := os.ReadFile(p)
+	if err != nil || len(b) == 0 {
+		t.Fatal(err, len(b))
+	}
+	b[0] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.UploadTree(ctx, src, remote, transfer.BatchOptions{NoJournal: true, Skip: transfer.SkipChecksum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stats.Done != 1 || res.Stats.Skipped != 11 {
+		t.Errorf("stats %+v, want 1 sent and 11 skipped", res.Stats)
+	}
+	for _, f := range res.Files {
+		if f.Skipped {
+			t.Logf("%s: %s", f.Remote, f.SkipReason)
+			break
+		}
+	}
+	sameTree(t, src, c.srv.LocalPath(remote))
+}
