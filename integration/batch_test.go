@@ -302,3 +302,40 @@ func TestBatchSkipChecksum(t *testing.T) {
 	}
 	sameTree(t, src, c.srv.LocalPath(remote))
 }
+
+// plainWriterAt is an io.WriterAt that cannot be read back.
+type plainWriterAt struct{ b []byte }
+
+func (w *plainWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(w.b)) {
+		w.b = append(w.b, make([]byte, end-int64(len(w.b)))...)
+	}
+	return copy(w.b[off:], p), nil
+}
+
+// TestDownloadToPlainWriterAt: a download into an io.WriterAt that cannot
+// be read back is still verified by the server's hash (OpenSSH), computed
+// locally as the bytes were written.
+func TestDownloadToPlainWriterAt(t *testing.T) {
+	env := testbed.Require(t)
+	c := clientCase{"sftp", env.SSHD, ""}
+	name := fmt.Sprintf("wat-%d.bin", os.Getpid())
+	src, _ := testbed.RandomFile(t, t.TempDir(), 3<<20)
+	cl := openClient(t, env, c, transfer.Config{})
+	if _, err := cl.Upload(context.Background(), src, name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(c.srv.LocalPath(name)) })
+	var w plainWriterAt
+	res, err := cl.DownloadTo(context.Background(), name, &w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(src)
+	if !bytes.Equal(w.b, want) {
+		t.Fatal("content differs")
+	}
+	if res.Verified == "size" || res.Verified == "" {
+		t.Errorf("verified by %q, want a hash", res.Verified)
+	}
+}
