@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -337,5 +338,30 @@ func TestDownloadToPlainWriterAt(t *testing.T) {
 	}
 	if res.Verified == "size" || res.Verified == "" {
 		t.Errorf("verified by %q, want a hash", res.Verified)
+	}
+}
+
+// TestUploadStream: an io.Reader (a pipe) uploads and is verified by the
+// server's hash on proftpd (HASH) and OpenSSH (exec), by size on vsftpd.
+func TestUploadStream(t *testing.T) {
+	env := testbed.Require(t)
+	for _, c := range []clientCase{{"ftp", env.VsftpdPlain, ""}, {"ftp", env.Proftpd, ""}, {"sftp", env.SSHD, ""}} {
+		t.Run(c.srv.Name, func(t *testing.T) {
+			name := fmt.Sprintf("stream-%d.bin", os.Getpid())
+			t.Cleanup(func() { os.Remove(c.srv.LocalPath(name)) })
+			want := bytes.Repeat([]byte("haul stream "), 200000)
+			pr, pw := io.Pipe()
+			go func() { _, err := pw.Write(want); pw.CloseWithError(err) }()
+			cl := openClient(t, env, c, transfer.Config{})
+			res, err := cl.UploadStream(context.Background(), pr, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(c.srv.LocalPath(name))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("remote content differs (%v)", err)
+			}
+			t.Logf("verified by %s", res.Verified)
+		})
 	}
 }
