@@ -120,8 +120,8 @@ func (d *display) file(name string) *fileView {
 		v.bar = d.p.New(0, mpb.BarStyle().Lbound("[").Filler("=").Tip(">").Padding("-").Rbound("]"),
 			mpb.PrependDecorators(decor.Name(shorten(name, 32), decor.WC{C: decor.DindentRight | decor.DextraSpace})),
 			mpb.AppendDecorators(
-				decor.Any(v.counters, decor.WC{C: decor.DextraSpace}),
-				decor.Any(v.status, decor.WC{C: decor.DindentRight | decor.DextraSpace}),
+				decor.Any(func(decor.Statistics) string { return v.counters() }, decor.WC{C: decor.DextraSpace}),
+				decor.Any(func(decor.Statistics) string { return v.status() }, decor.WC{C: decor.DindentRight | decor.DextraSpace}),
 			),
 		)
 	}
@@ -166,17 +166,17 @@ func (v *fileView) progress(done, total int64) {
 }
 
 // counters is the bar's "426 MiB / 760 MiB  56 %".
-func (v *fileView) counters(decor.Statistics) string {
+func (v *fileView) counters() string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.total < 0 {
-		return "connecting"
+		return ""
 	}
-	return fmt.Sprintf("%s / %s %s", v.d.u.size(v.done), v.d.u.size(v.total), percent(v.done, v.total))
+	return fmt.Sprintf("%s / %s  %s  ", v.d.u.size(v.done), v.d.u.size(v.total), percent(v.done, v.total))
 }
 
 // status is the bar's rate and ETA, or what the file waits for.
-func (v *fileView) status(decor.Statistics) string {
+func (v *fileView) status() string {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	now := v.d.now()
@@ -188,7 +188,7 @@ func (v *fileView) status(decor.Statistics) string {
 	case v.state != "":
 		return v.state
 	case v.total < 0:
-		return ""
+		return "connecting"
 	case now.Sub(v.last) >= 3*time.Second:
 		return fmt.Sprintf("no data for %s", now.Sub(v.last).Round(time.Second))
 	case v.rate <= 0:
@@ -239,10 +239,11 @@ func (v *fileView) apply(e transfer.Event) string {
 		}
 	case transfer.EventFailed:
 		if v.lost == nil {
-			v.lost = &loss{done: v.done, total: v.total, at: d.now()}
+			// The line names what lost the connection, not what later
+			// attempts to reconnect ran into.
+			v.lost = &loss{done: v.done, total: v.total, err: e.Err, at: d.now()}
 		}
 		v.lost.failures++
-		v.lost.err = e.Err
 		v.state = "connection lost"
 	case transfer.EventBackoff:
 		v.state, v.until = "reconnecting", d.now().Add(e.Wait)
@@ -282,15 +283,23 @@ func (v *fileView) finish(ok bool) {
 func reconnectLine(u units, l *loss, offset int64, now time.Time) string {
 	var b strings.Builder
 	if l.total >= 0 {
-		fmt.Fprintf(&b, "connection lost at %s (%s of %s): %v", percent(l.done, l.total), u.size(l.done), u.size(l.total), l.err)
+		fmt.Fprintf(&b, "connection lost at %s (%s of %s): %v", percent(l.done, l.total), u.size(l.done), u.size(l.total), oneLine(l.err))
 	} else {
-		fmt.Fprintf(&b, "could not start: %v", l.err)
+		fmt.Fprintf(&b, "could not start: %v", oneLine(l.err))
 	}
 	fmt.Fprintf(&b, "; resuming at %s", u.size(offset))
 	if l.failures > 1 {
 		fmt.Fprintf(&b, " after %d failed attempts in %s", l.failures, now.Sub(l.at).Round(time.Second))
 	}
 	return b.String()
+}
+
+// oneLine is err's text on one line (errors.Join puts each on its own).
+func oneLine(err error) string {
+	if err == nil {
+		return "unknown error"
+	}
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
 // summaryLine is the one line a success prints: what moved where, how fast,

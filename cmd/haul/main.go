@@ -94,7 +94,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := a.commands()
 	root.SetArgs(args)
-	root.SetOut(stderr)
+	root.SetOut(stdout) // help, --version, completion scripts
 	root.SetErr(stderr)
 	err := root.Execute()
 	if err != nil && a.rep.Op == "" && !isUsage(err) {
@@ -121,7 +121,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 	}
 	rep.OK = err == nil
-	if a.f.jsonOut && rep.Op != "" {
+	// Help, --version and completion print no report.
+	if a.f.jsonOut && (rep.Op != "" || err != nil) {
 		enc := json.NewEncoder(stdout)
 		_ = enc.Encode(rep)
 	}
