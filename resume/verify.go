@@ -200,6 +200,7 @@ func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path
 	case VerifySize:
 		return "size", nil
 	case VerifyReadback:
+		a.r.emit(Event{Kind: EventVerifying, Attempt: a.n, Method: "readback"})
 		same, err := a.sameRangeByReading(ctx, sess, path, local, size)
 		if err != nil {
 			return "", err
@@ -216,6 +217,7 @@ func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path
 		}
 		return "size", nil
 	}
+	a.r.emit(Event{Kind: EventVerifying, Attempt: a.n, Method: algo})
 	// Both sides read the whole file: hash them at the same time.
 	type sum struct {
 		b   []byte

@@ -148,20 +148,37 @@ func (c *Client) begin(ctx context.Context) (_ context.Context, end func(), _ er
 
 // transfer runs one Upload or Download (run) as a call: it waits for a
 // slot of the pool first, outside the engine, so that a wait for a busy
-// pool never counts as a stalled attempt.
-func (c *Client) transfer(ctx context.Context, op, remotePath string, run func(ctx context.Context, dial protocol.Dialer) (Result, error)) (Result, error) {
+// pool never counts as a stalled attempt. It converts the engine's result
+// and error into transfer's.
+func (c *Client) transfer(ctx context.Context, op, remotePath, localPath string, run func(ctx context.Context, dial protocol.Dialer) (resume.Result, error)) (Result, error) {
+	start := time.Now()
+	fail := func(err error) (Result, error) {
+		return Result{Op: op, Remote: remotePath, Local: localPath, Duration: time.Since(start)}, &Error{Op: op, Path: remotePath, Err: err}
+	}
 	ctx, end, err := c.begin(ctx)
 	if err != nil {
-		return Result{}, &resume.Error{Op: op, Path: remotePath, Err: err}
+		return fail(err)
 	}
 	defer end()
 	base, err := c.pool.acquire(ctx)
 	if err != nil {
-		return Result{}, &resume.Error{Op: op, Path: remotePath, Err: err}
+		return fail(err)
 	}
 	tc := &call{p: c.pool, base: base, out: make(map[*lease]struct{})}
 	defer tc.end()
-	return run(ctx, tc.dial)
+	r, err := run(ctx, tc.dial)
+	res := resultOf(op, remotePath, localPath, r, start)
+	if err != nil {
+		err = errorOf(op, remotePath, err)
+		var te *Error
+		if errors.As(err, &te) {
+			res.Committed = te.Committed
+			if res.Attempts == 0 {
+				res.Attempts = te.Attempts
+			}
+		}
+	}
+	return res, err
 }
 
 // call lends the engine the sessions of one transfer. It holds one slot

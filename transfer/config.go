@@ -223,7 +223,13 @@ func (c Config) partSuffix() string {
 	return c.PartSuffix
 }
 
-func (c Config) engine() resume.Config {
+// engine returns the engine's configuration for a transfer of the remote
+// file path (named in its events).
+func (c Config) engine(path string) resume.Config {
+	var onEvent func(resume.Event)
+	if c.OnEvent != nil {
+		onEvent = func(e resume.Event) { c.OnEvent(eventOf(path, e)) }
+	}
 	return resume.Config{
 		MaxAttempts:    c.MaxAttempts,
 		StallTimeout:   c.StallTimeout,
@@ -236,6 +242,6 @@ func (c Config) engine() resume.Config {
 		Overlap:        c.Overlap,
 		Logger:         c.Logger,
 		Progress:       c.Progress,
-		OnEvent:        c.OnEvent,
+		OnEvent:        onEvent,
 	}
 }

@@ -36,10 +36,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Result describes a finished transfer: size, attempts, resumes, bytes
-// re-sent because of faults, duration and how the result was verified.
-type Result = resume.Result
-
 // VerifyPolicy says how a finished transfer is proven identical: auto
 // (the zero value), size, hash or readback.
 type VerifyPolicy = resume.VerifyPolicy
@@ -54,23 +50,6 @@ const (
 
 // ParseVerifyPolicy parses "auto", "size", "hash" or "readback".
 func ParseVerifyPolicy(s string) (VerifyPolicy, error) { return resume.ParseVerifyPolicy(s) }
-
-// Event is one step of a transfer (attempt, failure, backoff, restart,
-// verification), delivered to Config.OnEvent.
-type Event = resume.Event
-
-// EventKind says what an Event reports.
-type EventKind = resume.EventKind
-
-// The kinds of Event; see the resume package for each one's fields.
-const (
-	EventAttempt      = resume.EventAttempt
-	EventFailed       = resume.EventFailed
-	EventBackoff      = resume.EventBackoff
-	EventRestart      = resume.EventRestart
-	EventVerified     = resume.EventVerified
-	EventSingleStream = resume.EventSingleStream
-)
 
 // Transfer is the part of *Client that moves files between local paths
 // and one server, for code that wants an interface it can fake.
@@ -144,22 +123,22 @@ func Get(ctx context.Context, rawURL, localPath string, cfg Config) (Result, err
 func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Result, error) {
 	target, err := RemotePath(localPath, remotePath)
 	if err != nil {
-		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
+		return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 	}
 	remotePath = target
 	f, err := openSource(localPath)
 	if err != nil {
-		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
+		return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 	}
 	defer f.Close()
-	ecfg := c.cfg.engine()
+	ecfg := c.cfg.engine(remotePath)
 	if !c.cfg.DirectUpload {
 		ecfg.TempPath = remotePath + c.cfg.partSuffix()
 	}
 	// The state file records what the remote partial is known to hold, so
 	// that a later run (after a crash) resumes only what it can prove.
 	ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
-	return c.transfer(ctx, "upload", remotePath, func(ctx context.Context, dial protocol.Dialer) (Result, error) {
+	return c.transfer(ctx, "upload", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Upload(ctx, dial, f, remotePath, ecfg)
 	})
 }
@@ -174,7 +153,7 @@ func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 // before any connection is made. Sessions as for Upload.
 func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
 	fail := func(err error) (Result, error) {
-		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
+		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
 	if err := protocol.CheckPath(remotePath); err != nil {
 		return fail(err)
@@ -206,13 +185,13 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 		}
 		return fail(err)
 	}
-	ecfg := c.cfg.engine()
+	ecfg := c.cfg.engine(remotePath)
 	ecfg.StatePath = state
-	res, err := c.transfer(ctx, "download", remotePath, func(ctx context.Context, dial protocol.Dialer) (Result, error) {
+	res, err := c.transfer(ctx, "download", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Download(ctx, dial, remotePath, f, ecfg)
 	})
 	if cerr := f.Close(); err == nil && cerr != nil {
-		err = &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
+		err = &Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
 	}
 	if err != nil {
 		// A partial this call created and never wrote to is not worth
@@ -229,7 +208,7 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 		err = os.Rename(part, localPath)
 	}
 	if err != nil {
-		return res, &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: err}
+		return res, &Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: err}
 	}
 	return res, nil
 }
