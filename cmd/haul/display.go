@@ -249,6 +249,11 @@ func (v *fileView) apply(e transfer.Event) string {
 		v.state, v.until = "reconnecting", d.now().Add(e.Wait)
 	case transfer.EventRestart:
 		return "restarting from zero: " + e.Reason
+	case transfer.EventVerifying:
+		v.state, v.method = "verifying", e.Method
+		if d.verbose > 0 {
+			return "verifying by " + e.Method
+		}
 	case transfer.EventVerified:
 		v.state, v.method = "verified by "+e.Method, e.Method
 		if d.verbose > 0 {

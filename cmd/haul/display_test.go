@@ -91,6 +91,10 @@ func TestDisplayLinePerReconnect(t *testing.T) {
 	if s := v.status(); s != "verifying" {
 		t.Errorf("status at 100 %%: %q", s)
 	}
+	v.event(transfer.Event{Kind: transfer.EventVerifying, Attempt: 3, Method: "sha256"})
+	if s := v.status(); s != "verifying (sha256)" {
+		t.Errorf("status while hashing: %q", s)
+	}
 	v.event(transfer.Event{Kind: transfer.EventVerified, Attempt: 3, Method: "sha256"})
 	v.finish(true)
 	d.close()
@@ -111,11 +115,12 @@ func TestDisplayVerboseAndQuiet(t *testing.T) {
 		v.event(transfer.Event{Kind: transfer.EventFailed, Attempt: 1, Err: errors.New("reset")})
 		v.event(transfer.Event{Kind: transfer.EventAttempt, Attempt: 2, Offset: 1 << 20})
 		v.event(transfer.Event{Kind: transfer.EventRestart, Attempt: 2, Reason: "the remote changed"})
-		v.event(transfer.Event{Kind: transfer.EventVerified, Attempt: 2, Method: "size"})
+		v.event(transfer.Event{Kind: transfer.EventVerifying, Attempt: 2, Method: "md5"})
+		v.event(transfer.Event{Kind: transfer.EventVerified, Attempt: 2, Method: "md5"})
 		d.close()
 		return out.String()
 	}
-	if got, want := run(1, false), "haul: attempt 1 starts at 0 B\nhaul: connection lost at 50 % (1.00 MiB of 2.00 MiB): reset; resuming at 1.00 MiB\nhaul: restarting from zero: the remote changed\nhaul: verified by size\n"; got != want {
+	if got, want := run(1, false), "haul: attempt 1 starts at 0 B\nhaul: connection lost at 50 % (1.00 MiB of 2.00 MiB): reset; resuming at 1.00 MiB\nhaul: restarting from zero: the remote changed\nhaul: verifying by md5\nhaul: verified by md5\n"; got != want {
 		t.Errorf("-v:\n%s\nwant:\n%s", got, want)
 	}
 	if got := run(0, true); got != "" {

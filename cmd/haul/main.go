@@ -73,6 +73,9 @@ type report struct {
 	URL         string       `json:"url"`
 	Local       string       `json:"local"`
 	Bytes       int64        `json:"bytes"`
+	Committed   int64        `json:"committed_bytes"`
+	StartOffset int64        `json:"start_offset"`
+	Transferred int64        `json:"transferred_bytes"`
 	Attempts    int          `json:"attempts"`
 	Resumes     int          `json:"resumes"`
 	Restarts    int          `json:"restarts"`
@@ -118,6 +121,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		rep.Error = &reportError{Kind: kind, Message: err.Error(), Hint: h}
 		if errors.As(err, &te) {
 			rep.Error.Committed = te.Committed
+			rep.Committed = te.Committed
 		}
 	}
 	rep.OK = err == nil
@@ -246,6 +250,7 @@ func (a *app) transfer(cmd *cobra.Command, op, local, rawURL string) error {
 	disp.close()
 	rep.Bytes, rep.Attempts, rep.Resumes, rep.Restarts, rep.Segments = res.Size, res.Attempts, res.Resumes, res.Restarts, res.Segments
 	rep.ResentBytes, rep.DurationMS, rep.Verified = res.ResentBytes, res.Duration.Milliseconds(), res.Verified
+	rep.Committed, rep.StartOffset, rep.Transferred = res.Committed, res.StartOffset, res.Transferred
 	if err == nil && !f.quiet {
 		fmt.Fprintf(stderr, "haul: %s\n", summaryLine(u, op, displayLocal(local), rep.URL, res))
 	}
