@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/openhaul/haul/protocol"
 	"github.com/openhaul/haul/resume"
 )
@@ -44,6 +46,10 @@ type Client struct {
 	// context derives from it.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	// limit paces every transfer of the Client together
+	// (Config.RateLimit), or is nil.
+	limit *rate.Limiter
 
 	mu     sync.Mutex
 	closed bool
@@ -102,7 +108,21 @@ func newClient(ep Endpoint, cfg Config, dial protocol.Dialer) *Client {
 	c := &Client{ep: ep, cfg: cfg}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.pool = newPool(dial, cfg.maxConns(), cfg.idleTimeout(), min(checkTimeout, cfg.dialTimeout()), cfg.Logger)
+	if cfg.RateLimit > 0 {
+		burst := int(min(max(cfg.RateLimit/10, 32<<10), 1<<20))
+		c.limit = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
+	}
 	return c
+}
+
+// engine returns the engine's configuration for a transfer of the remote
+// file path, sharing the Client's rate limit.
+func (c *Client) engine(path string) resume.Config {
+	e := c.cfg.engine(path)
+	if c.limit != nil {
+		e.Limiter = c.limit
+	}
+	return e
 }
 
 // checkTimeout bounds the health check of a pooled session before reuse
