@@ -136,25 +136,45 @@ func (a *app) commands() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })
 
 	put := &cobra.Command{
-		Use:     "put [flags] LOCAL URL",
-		Short:   "Upload LOCAL to URL (LOCAL - reads stdin; a URL ending in / means under LOCAL's name)",
+		Use:     "put [flags] LOCAL... URL",
+		Short:   "Upload LOCAL to URL (LOCAL - reads stdin; a URL ending in / means under LOCAL's name; several, or -r: a batch)",
 		Long:    putLong,
 		Example: putExample,
-		Args:    exactArgs(2),
-		RunE:    func(cmd *cobra.Command, args []string) error { return a.transfer(cmd, "put", args[0], args[1]) },
+		Args:    minArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n := len(args) - 1
+			if n == 1 && !f.recursive {
+				if name := batchFlagsSet(cmd); name != "" {
+					return &usageError{msg: fmt.Sprintf("--%s applies to a batch: several sources, or -r", name)}
+				}
+				return a.transfer(cmd, "put", args[0], args[1])
+			}
+			return a.batch(cmd, "put", args[:n], args[n])
+		},
 	}
 	f.transferFlags(put.Flags())
+	f.batchFlags(put.Flags(), "put")
 	put.Flags().BoolVar(&f.direct, "direct", false, "upload straight to the target name, without the .part file and rename (for servers that refuse renames)")
 
 	get := &cobra.Command{
-		Use:     "get [flags] URL LOCAL",
-		Short:   "Download URL to LOCAL (LOCAL - writes stdout; a directory means under the remote name)",
+		Use:     "get [flags] URL... LOCAL",
+		Short:   "Download URL to LOCAL (LOCAL - writes stdout; a directory means under the remote name; several, or -r: a batch)",
 		Long:    getLong,
 		Example: getExample,
-		Args:    exactArgs(2),
-		RunE:    func(cmd *cobra.Command, args []string) error { return a.transfer(cmd, "get", args[1], args[0]) },
+		Args:    minArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			n := len(args) - 1
+			if n == 1 && !f.recursive {
+				if name := batchFlagsSet(cmd); name != "" {
+					return &usageError{msg: fmt.Sprintf("--%s applies to a batch: several sources, or -r", name)}
+				}
+				return a.transfer(cmd, "get", args[1], args[0])
+			}
+			return a.batch(cmd, "get", args[:n], args[n])
+		},
 	}
 	f.transferFlags(get.Flags())
+	f.batchFlags(get.Flags(), "get")
 	// Accepted so that the mistake gets its explanation (check), not
 	// "unknown flag".
 	get.Flags().BoolVar(&f.direct, "direct", false, "")
@@ -162,6 +182,18 @@ func (a *app) commands() *cobra.Command {
 
 	root.AddCommand(put, get)
 	return root
+}
+
+// batchFlags are the flags of a batch.
+func (f *flags) batchFlags(fs *pflag.FlagSet, op string) {
+	what := "directories in LOCAL (with their contents)"
+	if op == "get" {
+		what = "URLs that name directories (with their contents)"
+	}
+	fs.BoolVarP(&f.recursive, "recursive", "r", false, "also "+what+"; runs a batch even for one source")
+	fs.IntVar(&f.parallel, "parallel", 4, fmt.Sprintf("files moved at once in a batch, each over its own connection, 1 to %d", maxParallel))
+	fs.StringVar(&f.skip, "skip", "verified", "which files a batch leaves alone: verified (an earlier batch verified it and neither side changed since, per the journal), checksum (the destination has the same size and, by the server's hash, content), never")
+	fs.BoolVar(&f.noJournal, "no-journal", false, "keep no journal of the batch (in $XDG_CACHE_HOME/haul): a rerun then skips nothing by --skip verified")
 }
 
 // transferFlags are the flags of put and get.

@@ -94,9 +94,7 @@ type fileView struct {
 	mu       sync.Mutex
 	done     int64
 	total    int64 // -1 until known
-	sampled  time.Time
-	sampleAt int64   // done at sampled
-	rate     float64 // bytes per second, a moving average
+	meter    meter
 	pushed   time.Time
 	state    string    // what the file waits for, instead of rate and ETA
 	until    time.Time // end of a backoff, for a countdown
@@ -118,7 +116,10 @@ func (d *display) file(name string) *fileView {
 	v := &fileView{d: d, name: name, total: -1, last: d.now()}
 	if d.p != nil {
 		v.bar = d.p.New(0, mpb.BarStyle().Lbound("[").Filler("=").Tip(">").Padding("-").Rbound("]"),
-			mpb.PrependDecorators(decor.Name(shorten(name, 32), decor.WC{C: decor.DindentRight | decor.DextraSpace})),
+			// In a batch a file's bar goes when the file is done: the
+			// total stays, and a failure gets its line.
+			mpb.BarOptional(mpb.BarRemoveOnComplete(), d.multi),
+			mpb.PrependDecorators(decor.Name(shorten(name, 32), decor.WC{C: decor.DSyncWidthR | decor.DextraSpace})),
 			mpb.AppendDecorators(
 				decor.Any(func(decor.Statistics) string { return v.counters() }, decor.WC{C: decor.DextraSpace}),
 				decor.Any(func(decor.Statistics) string { return v.status() }, decor.WC{C: decor.DindentRight | decor.DextraSpace}),
@@ -144,17 +145,7 @@ func (v *fileView) progress(done, total int64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.done, v.total, v.last = done, total, now
-	if v.sampled.IsZero() || done < v.sampleAt {
-		v.sampled, v.sampleAt = now, done
-	} else if dt := now.Sub(v.sampled); dt >= 500*time.Millisecond {
-		inst := float64(done-v.sampleAt) / dt.Seconds()
-		if v.rate == 0 {
-			v.rate = inst
-		} else {
-			v.rate = 0.4*inst + 0.6*v.rate
-		}
-		v.sampled, v.sampleAt = now, done
-	}
+	v.meter.sample(now, done)
 	if done == total && v.state == "" {
 		v.state = "verifying"
 	}
@@ -191,11 +182,50 @@ func (v *fileView) status() string {
 		return "connecting"
 	case now.Sub(v.last) >= 3*time.Second:
 		return fmt.Sprintf("no data for %s", now.Sub(v.last).Round(time.Second))
-	case v.rate <= 0:
-		return v.d.u.rate(0)
 	}
-	eta := time.Duration(float64(v.total-v.done) / v.rate * float64(time.Second)).Round(time.Second)
-	return fmt.Sprintf("%s  ETA %s", v.d.u.rate(v.rate), eta)
+	return v.meter.rateETA(v.d.u, v.total-v.done)
+}
+
+// meter estimates a rate from samples of a growing count of bytes.
+type meter struct {
+	sampled  time.Time
+	sampleAt int64   // bytes at sampled
+	rate     float64 // bytes per second, a moving average
+}
+
+// sample records that done bytes were reached at now.
+func (m *meter) sample(now time.Time, done int64) {
+	if m.sampled.IsZero() || done < m.sampleAt {
+		m.sampled, m.sampleAt = now, done
+		return
+	}
+	dt := now.Sub(m.sampled)
+	if dt < 500*time.Millisecond {
+		return
+	}
+	inst := float64(done-m.sampleAt) / dt.Seconds()
+	if m.rate == 0 {
+		m.rate = inst
+	} else {
+		m.rate = 0.4*inst + 0.6*m.rate
+	}
+	m.sampled, m.sampleAt = now, done
+}
+
+// reset forgets the samples (a new attempt starts elsewhere).
+func (m *meter) reset() { *m = meter{} }
+
+// rateETA is "61.8 MiB/s  ETA 5s" for left bytes to go (no ETA when
+// left is negative: unknown).
+func (m *meter) rateETA(u units, left int64) string {
+	if m.rate <= 0 {
+		return "" // not measured yet
+	}
+	if left < 0 {
+		return u.rate(m.rate)
+	}
+	eta := time.Duration(float64(left) / m.rate * float64(time.Second)).Round(time.Second)
+	return fmt.Sprintf("%s  ETA %s", u.rate(m.rate), eta)
 }
 
 // percent is done of total as "56 %" (rounded down: 100 % means all).
@@ -229,7 +259,8 @@ func (v *fileView) apply(e transfer.Event) string {
 	d := v.d
 	switch e.Kind {
 	case transfer.EventAttempt:
-		v.state, v.sampled, v.rate, v.last = "", time.Time{}, 0, d.now()
+		v.state, v.last = "", d.now()
+		v.meter.reset()
 		if l := v.lost; l != nil {
 			v.lost = nil
 			return reconnectLine(d.u, l, e.Offset, d.now())
@@ -279,7 +310,7 @@ func (v *fileView) finish(ok bool) {
 	if ok {
 		v.bar.SetTotal(-1, true)
 	} else {
-		v.bar.Abort(false)
+		v.bar.Abort(v.d.multi)
 	}
 }
 

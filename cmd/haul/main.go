@@ -64,10 +64,15 @@ type flags struct {
 	limitRate       string
 	minSegmentSize  string
 	noExecHash      bool
+	recursive       bool
+	parallel        int
+	skip            string
+	noJournal       bool
 }
 
 // report is the --json output.
 type report struct {
+	Type        string       `json:"type,omitempty"` // "file" in a batch
 	OK          bool         `json:"ok"`
 	Op          string       `json:"op"`
 	URL         string       `json:"url"`
@@ -83,6 +88,8 @@ type report struct {
 	ResentBytes int64        `json:"resent_bytes"`
 	DurationMS  int64        `json:"duration_ms"`
 	Verified    string       `json:"verified"`
+	Skipped     bool         `json:"skipped,omitempty"`
+	SkipReason  string       `json:"skip_reason,omitempty"`
 	Error       *reportError `json:"error,omitempty"`
 }
 
@@ -115,7 +122,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "haul: hint: %s\n", h)
 		}
 		if code == exitUsage && !errors.Is(err, transfer.ErrNotRegular) {
-			fmt.Fprintln(stderr, "usage: haul put [flags] LOCAL URL | haul get [flags] URL LOCAL (haul --help)")
+			fmt.Fprintln(stderr, "usage: haul put [flags] LOCAL... URL | haul get [flags] URL... LOCAL (haul --help)")
 		}
 		var te *transfer.Error
 		rep.Error = &reportError{Kind: kind, Message: err.Error(), Hint: h}
@@ -126,7 +133,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	rep.OK = err == nil
 	// Help, --version and completion print no report.
-	if a.f.jsonOut && (rep.Op != "" || err != nil) {
+	if a.f.jsonOut && (rep.Op != "" || err != nil) && !a.batchReported {
 		enc := json.NewEncoder(stdout)
 		_ = enc.Encode(rep)
 	}
@@ -135,6 +142,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // app is one run of the command: its flags, streams and report.
 type app struct {
+	// batchMode: several sources or -r; batchReported: the batch printed
+	// its own JSON lines.
+	batchMode, batchReported bool
 	f              flags
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -158,34 +168,9 @@ func (a *app) transfer(cmd *cobra.Command, op, local, rawURL string) error {
 	}
 	u := unitsFor(f.limitRate)
 	disp := newDisplay(stderr, !f.quiet && !f.jsonOut && isTerminal(stderr), u, f.verbose, f.quiet)
-	cfg, err := f.config(disp)
+	cfg, err := a.login(f, ep, disp)
 	if err != nil {
 		return err
-	}
-	warn := func(msg string) { fmt.Fprintf(stderr, "haul: warning: %s\n", msg) }
-	if ep.HasPassword() {
-		warn("the password in the URL is visible to every local user (ps, /proc) while haul runs: use HAUL_PASSWORD or --password-file instead")
-	} else if cfg.Password == "" {
-		login, pw, err := readNetrc(netrcPath(), ep.Host, ep.User, warn)
-		if err != nil {
-			return &usageError{msg: err.Error(), err: err} // names the file (and line)
-		}
-		cfg.Password = pw
-		if ep.User == "" {
-			cfg.User = login
-		}
-	}
-	hc.passwordGiven = ep.HasPassword() || cfg.Password != ""
-	hc.identity = f.identity != ""
-	hc.knownHosts = f.knownHosts
-	if hc.knownHosts == "" {
-		hc.knownHosts = "~/.ssh/known_hosts"
-	}
-	if f.acceptNewKey {
-		cfg.OnNewHostKey = func(host, fingerprint string) {
-			disp.linef("warning: recorded the new host key of %s (%s) in %s; it was not verified: check its fingerprint with the server's administrator",
-				host, fingerprint, hc.knownHosts)
-		}
 	}
 	remote := ep.Path
 	var stdio string // the temporary directory of "-"
@@ -257,6 +242,43 @@ func (a *app) transfer(cmd *cobra.Command, op, local, rawURL string) error {
 	return err
 }
 
+// login builds the configuration of a run: the flags, then the password
+// from the URL, --password-file, HAUL_PASSWORD or ~/.netrc; and what the
+// hints need to know.
+func (a *app) login(f *flags, ep transfer.Endpoint, disp *display) (transfer.Config, error) {
+	hc := &a.hc
+	cfg, err := f.config(disp)
+	if err != nil {
+		return cfg, err
+	}
+	warn := func(msg string) { fmt.Fprintf(a.stderr, "haul: warning: %s\n", msg) }
+	if ep.HasPassword() {
+		warn("the password in the URL is visible to every local user (ps, /proc) while haul runs: use HAUL_PASSWORD or --password-file instead")
+	} else if cfg.Password == "" {
+		login, pw, err := readNetrc(netrcPath(), ep.Host, ep.User, warn)
+		if err != nil {
+			return cfg, &usageError{msg: err.Error(), err: err} // names the file (and line)
+		}
+		cfg.Password = pw
+		if ep.User == "" {
+			cfg.User = login
+		}
+	}
+	hc.passwordGiven = ep.HasPassword() || cfg.Password != ""
+	hc.identity = f.identity != ""
+	hc.knownHosts = f.knownHosts
+	if hc.knownHosts == "" {
+		hc.knownHosts = "~/.ssh/known_hosts"
+	}
+	if f.acceptNewKey {
+		cfg.OnNewHostKey = func(host, fingerprint string) {
+			disp.linef("warning: recorded the new host key of %s (%s) in %s; it was not verified: check its fingerprint with the server's administrator",
+				host, fingerprint, hc.knownHosts)
+		}
+	}
+	return cfg, nil
+}
+
 // displayLocal is how the summary names LOCAL.
 func displayLocal(local string) string {
 	if local == "-" {
@@ -270,10 +292,10 @@ func isUsage(err error) bool {
 	return errors.As(err, &ue)
 }
 
-func exactArgs(n int) cobra.PositionalArgs {
+func minArgs(n int) cobra.PositionalArgs {
 	return func(_ *cobra.Command, args []string) error {
-		if len(args) != n {
-			return &usageError{msg: fmt.Sprintf("want %d arguments, got %d", n, len(args))}
+		if len(args) < n {
+			return &usageError{msg: fmt.Sprintf("want at least %d arguments, got %d", n, len(args))}
 		}
 		return nil
 	}
