@@ -82,9 +82,9 @@ type batchReport struct {
 	OK          bool           `json:"ok"`
 	Op          string         `json:"op"`
 	Files       int            `json:"files"`
-	Done        int            `json:"done"`
-	Skipped     int            `json:"skipped"`
-	Failed      int            `json:"failed"`
+	Done        int            `json:"files_done"`
+	Skipped     int            `json:"files_skipped"`
+	Failed      int            `json:"files_failed"`
 	Bytes       int64          `json:"bytes"`
 	SentBytes   int64          `json:"sent_bytes"`
 	DurationMS  int64          `json:"duration_ms"`

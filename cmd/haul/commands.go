@@ -49,7 +49,9 @@ Output
   On a terminal: a bar (file, bytes done and total, rate, ETA, or what haul waits
   for: reconnecting, verifying); on stderr whatever it is: a line for each
   reconnect and each restart from zero, and one summary line on success
-  (-q: none of these, only errors). --json: one JSON object on stdout at the end.
+  (-q: none of these, only errors). --json: one JSON object on stdout at the end;
+  for a batch, one line per file as it ends ("type": "file") and a last one with
+  the totals ("type": "summary").
   -v adds each attempt, the verification and the engine's log; -vv the protocol
   trace (commands and replies; passwords masked).
 
@@ -65,6 +67,8 @@ Exit codes
   7    retries exhausted, stalled for good, or --timeout reached: run the same
        command again and it resumes
   130  interrupted (Ctrl-C, SIGTERM): run it again and it resumes
+  A batch exits with the worst code of its files, in this order: 130, 2, 3, 6,
+  5, 4, 1, 7 (a skipped file is a success); its summary counts each kind.
 
 Shell completion: haul completion bash|zsh|fish|powershell (see its --help).`
 
@@ -75,7 +79,13 @@ The data goes to NAME.part (--part-suffix) and is renamed to NAME once it
 verified, replacing any NAME there; --direct writes NAME itself. An upload that
 fails or is interrupted resumes where the server's copy ends when the same command
 runs again. LOCAL "-" reads stdin to its end into $TMPDIR first (resumable from
-there), so URL must then name the file.`
+there), so URL must then name the file.
+
+Several LOCALs, or -r, make a batch: --parallel files at once over one pool of
+logged-in sessions. URL must then end in / (the files go under their names);
+with -r a directory goes there with its subdirectories, under its own name (a
+URL without the final / names the copy itself). A journal of what verified lets
+a rerun skip those files (--skip) and resume the others, even after a crash.`
 
 const putExample = `  # into alice's login directory, under the same name
   HAUL_PASSWORD=secret haul put backup.tar ftp://alice@files.example.com/
@@ -90,7 +100,13 @@ const putExample = `  # into alice's login directory, under the same name
   pg_dump shop | haul put - sftp://alice@files.example.com/dumps/shop.sql
 
   # in a script: no bar, one JSON object on stdout, the exit code says what failed
-  haul put -q --json backup.tar ftp://alice@files.example.com/ | jq .resumes`
+  haul put -q --json backup.tar ftp://alice@files.example.com/ | jq .resumes
+
+  # a directory tree, 8 files at once: photos/ lands in /srv/photos on the server
+  haul put -r --parallel 8 photos sftp://alice@files.example.com//srv/
+
+  # several files; files the server already holds (by its hash) are left alone
+  haul put --skip checksum *.tar ftp://alice@files.example.com/backups/`
 
 const getLong = `Download the file URL names to LOCAL, or, when LOCAL is a directory or ends in
 /, to the remote name in it (see "haul --help" for the path rule).
@@ -99,7 +115,14 @@ The data goes to LOCAL.part (--part-suffix) and is renamed to LOCAL once it
 verified. A download that fails or is interrupted resumes from LOCAL.part when
 the same command runs again. LOCAL "-" writes stdout, once the file is complete
 and verified (it is staged in $TMPDIR). Only regular files are written: a LOCAL
-that is a link, a device or a fifo is refused.`
+that is a link, a device or a fifo is refused.
+
+Several URLs (of one server and login), or -r, make a batch: --parallel files at
+once over one pool of logged-in sessions. LOCAL must then be a directory (ending
+it in / creates it); with -r a URL that names a directory comes with its
+subdirectories, under its own name in LOCAL (a LOCAL that does not exist and
+does not end in / names the copy itself). A remote name that could land outside
+LOCAL (.., an absolute path, a backslash) is refused, and no link is followed.`
 
 const getExample = `  # into the current directory, under the remote name
   HAUL_PASSWORD=secret haul get ftp://alice@files.example.com/images/disk.img .
@@ -111,7 +134,13 @@ const getExample = `  # into the current directory, under the remote name
   haul get --limit-rate 500K --verify readback ftps://alice@files.example.com/big.iso /data/
 
   # into a pipe, once complete and verified
-  haul get sftp://alice@files.example.com/dumps/shop.sql - | psql shop`
+  haul get sftp://alice@files.example.com/dumps/shop.sql - | psql shop
+
+  # a directory tree, 8 files at once, into ./photos
+  haul get -r --parallel 8 sftp://alice@files.example.com//srv/photos/ ./
+
+  # a batch in a script: the totals are the last JSON line
+  haul get -q --json ftp://alice@h/a.iso ftp://alice@h/b.iso /data/ | tail -n 1 | jq .failed`
 
 // commands builds the command tree of a run.
 func (a *app) commands() *cobra.Command {
