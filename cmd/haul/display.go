@@ -91,16 +91,16 @@ type fileView struct {
 	name string // as the bar and lines show it
 	bar  *mpb.Bar
 
-	mu       sync.Mutex
-	done     int64
-	total    int64 // -1 until known
-	meter    meter
-	pushed   time.Time
-	state    string    // what the file waits for, instead of rate and ETA
-	until    time.Time // end of a backoff, for a countdown
-	lost     *loss     // the failure a reconnect line will name
-	method   string    // verification method, once known
-	last     time.Time // last progress
+	mu     sync.Mutex
+	done   int64
+	total  int64 // -1 until known
+	meter  meter
+	pushed time.Time
+	state  string    // what the file waits for, instead of rate and ETA
+	until  time.Time // end of a backoff, for a countdown
+	lost   *loss     // the failure a reconnect line will name
+	method string    // verification method, once known
+	last   time.Time // last progress
 }
 
 // loss is a connection lost, until the attempt that resumes after it.

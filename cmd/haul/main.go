@@ -145,11 +145,11 @@ type app struct {
 	// batchMode: several sources or -r; batchReported: the batch printed
 	// its own JSON lines.
 	batchMode, batchReported bool
-	f              flags
-	stdin          io.Reader
-	stdout, stderr io.Writer
-	rep            report
-	hc             hintContext
+	f                        flags
+	stdin                    io.Reader
+	stdout, stderr           io.Writer
+	rep                      report
+	hc                       hintContext
 }
 
 // transfer runs one put or get of local and rawURL.
