@@ -2,20 +2,20 @@
 // them: it reconnects after dropped connections, resumes at the exact byte
 // offset, and verifies the result.
 //
-//	haul put [flags] LOCAL URL
-//	haul get [flags] URL LOCAL
+//	haul put [flags] LOCAL... URL
+//	haul get [flags] URL... LOCAL
 //
-// A LOCAL that is a directory or ends in "/" means the remote base name in
-// it, a URL path ending in "/" LOCAL's base name there; "-" is stdout
-// (get) or stdin (put), through a private temporary file (see stdio.go).
-// Only regular files are written or replaced. The password comes from the
-// URL (a warning says that every local user can read it there),
-// --password-file, HAUL_PASSWORD or ~/.netrc; it is never printed. With
-// --json, exactly one JSON object is printed on stdout at the end. Exit
-// codes: 0 success, 2 usage (also a LOCAL that is not a regular file), 3
-// authentication (or server identity), 4 not found or permission, 5 no
-// space, 6 verification failed, 7 retries exhausted, stalled or --timeout
-// reached, 130 interrupted, 1 anything else.
+// "haul --help" (commands.go) is the manual: URLs and the path rule,
+// passwords, environment, output and exit codes; each command's help has
+// examples. A single source is one transfer (main.go): a LOCAL that is a
+// directory or ends in "/" means the remote base name in it, a URL path
+// ending in "/" LOCAL's base name there; "-" is stdout (get) or stdin
+// (put), through a private temporary file (stdio.go). Several sources, or
+// -r, are a batch over one Client's pool of sessions (batch.go). What a
+// run shows on stderr, bars on a terminal and lines everywhere, is in
+// display.go; --json prints one object for a transfer, a line per file
+// and a summary for a batch. Only regular files are written or replaced.
+// Exit codes are in exitcode.go, a batch's precedence in batch.go.
 package main
 
 import (
