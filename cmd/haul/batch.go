@@ -513,12 +513,18 @@ type batchView struct {
 	base string // remote prefix the names leave out
 	bar  *mpb.Bar
 
+	// Locks: the total's decorator takes mu while mpb draws, and a call
+	// on a bar or a new bar waits for the drawing to end: no bar is
+	// called with mu held. vmu guards views alone, and no decorator
+	// takes it.
+	vmu   sync.Mutex
+	views map[string]*fileView // by remote path
+
 	mu        sync.Mutex
-	views     map[string]*fileView // by remote path
-	prev      map[string]int64     // bytes each file had reached
-	done      int64                // bytes done, all files
-	total     int64                // -1: unknown
-	files     int64                // -1: unknown
+	prev      map[string]int64 // bytes each file had reached
+	done      int64            // bytes done, all files
+	total     int64            // -1: unknown
+	files     int64            // -1: unknown
 	filesDone int64
 	failed    int64
 	meter     meter
@@ -562,11 +568,12 @@ func (b *batchView) nameLocked(remote string) string {
 
 // view returns the file's view, adding it on first sight.
 func (b *batchView) view(remote string) *fileView {
-	b.mu.Lock()
-	defer b.mu.Unlock()
+	name := b.name(remote)
+	b.vmu.Lock()
+	defer b.vmu.Unlock()
 	v := b.views[remote]
 	if v == nil {
-		v = b.d.file(b.nameLocked(remote))
+		v = b.d.file(name)
 		b.views[remote] = v
 	}
 	return v
@@ -577,23 +584,28 @@ func (b *batchView) progress(remote string, done, total int64) {
 	b.view(remote).progress(done, total)
 	now := b.d.now()
 	b.mu.Lock()
-	defer b.mu.Unlock()
 	b.done += done - b.prev[remote]
 	b.prev[remote] = done
 	b.meter.sample(now, b.done)
-	b.push(now, false)
+	push := b.due(now, false)
+	b.mu.Unlock()
+	push()
 }
 
-// push tells the total's bar, at most every 100 ms unless forced.
-func (b *batchView) push(now time.Time, force bool) {
+// due returns what tells the total's bar, at most every 100 ms unless
+// forced; call it with mu held, and what it returns without.
+func (b *batchView) due(now time.Time, force bool) func() {
 	if b.bar == nil || !force && now.Sub(b.pushed) < 100*time.Millisecond {
-		return
+		return func() {}
 	}
 	b.pushed = now
-	if b.total > 0 {
-		b.bar.SetTotal(b.total, false)
+	done, total := b.done, b.total
+	return func() {
+		if total > 0 {
+			b.bar.SetTotal(total, false)
+		}
+		b.bar.SetCurrent(done)
 	}
-	b.bar.SetCurrent(b.done)
 }
 
 // event is Config.OnEvent for a batch: Path says which file.
@@ -603,9 +615,11 @@ func (b *batchView) event(e transfer.Event) {
 
 // fileDone is BatchOptions.OnFile.
 func (b *batchView) fileDone(fr transfer.FileResult) {
-	b.mu.Lock()
+	b.vmu.Lock()
 	v := b.views[fr.Job.Remote]
 	delete(b.views, fr.Job.Remote)
+	b.vmu.Unlock()
+	b.mu.Lock()
 	b.filesDone++
 	if fr.Err != nil {
 		b.failed++
@@ -616,9 +630,10 @@ func (b *batchView) fileDone(fr transfer.FileResult) {
 		b.done += max(fr.Size-b.prev[fr.Job.Remote], 0)
 	}
 	delete(b.prev, fr.Job.Remote)
-	b.push(b.d.now(), true)
+	push := b.due(b.d.now(), true)
 	name := b.nameLocked(fr.Job.Remote)
 	b.mu.Unlock()
+	push()
 	if v != nil {
 		v.finish(fr.Err == nil)
 	}
@@ -658,13 +673,13 @@ func (b *batchView) status() string {
 
 // finish completes the total's bar.
 func (b *batchView) finish(ok bool) {
-	b.mu.Lock()
+	b.vmu.Lock()
 	views := make([]*fileView, 0, len(b.views))
 	for _, v := range b.views {
 		views = append(views, v)
 	}
 	b.views = map[string]*fileView{}
-	b.mu.Unlock()
+	b.vmu.Unlock()
 	for _, v := range views {
 		v.finish(false) // never reported: the batch stopped
 	}
@@ -672,8 +687,9 @@ func (b *batchView) finish(ok bool) {
 		return
 	}
 	b.mu.Lock()
-	b.push(b.d.now(), true)
+	push := b.due(b.d.now(), true)
 	b.mu.Unlock()
+	push()
 	b.bar.SetTotal(-1, true)
 	_ = ok
 }

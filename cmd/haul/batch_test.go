@@ -12,8 +12,11 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/vbauerster/mpb/v8"
 
 	"github.com/openhaul/haul/transfer"
 )
@@ -316,5 +319,83 @@ func TestBatchViewLines(t *testing.T) {
 	want := "haul: a: connection lost at 50 % (5 B of 10 B): reset; resuming at 4 B\nhaul: FAILED sub/c: 550 no\n"
 	if out.String() != want {
 		t.Errorf("lines:\n%s\nwant:\n%s", out.String(), want)
+	}
+}
+
+// lockedWriter is a writer safe for the display's goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+// The bars drawn every millisecond while workers report progress, events
+// and ends of files: no deadlock between the bars' decorators (which take
+// the views' locks) and calls on the bars, and every bar ends.
+func TestDisplayBarsUnderLoad(t *testing.T) {
+	var w lockedWriter
+	d := newDisplay(&w, true, units{}, 1, false, mpb.WithAutoRefresh(), mpb.WithRefreshRate(time.Millisecond))
+	d.multi = true
+	b := d.batch()
+	b.plan(8*5, 8*5*1000, "in")
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		var wg sync.WaitGroup
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for f := range 5 {
+					remote := fmt.Sprintf("in/w%d/f%d", g, f)
+					b.event(transfer.Event{Kind: transfer.EventAttempt, Path: remote, Attempt: 1})
+					for i := int64(0); i <= 1000; i += 10 {
+						b.progress(remote, i, 1000)
+						if i == 500 {
+							b.event(transfer.Event{Kind: transfer.EventFailed, Path: remote, Attempt: 1, Err: errors.New("reset")})
+							b.event(transfer.Event{Kind: transfer.EventBackoff, Path: remote, Attempt: 1, Wait: time.Millisecond})
+							b.event(transfer.Event{Kind: transfer.EventAttempt, Path: remote, Attempt: 2, Offset: 480})
+						}
+					}
+					b.event(transfer.Event{Kind: transfer.EventVerifying, Path: remote, Attempt: 2, Method: "sha256"})
+					b.event(transfer.Event{Kind: transfer.EventVerified, Path: remote, Attempt: 2, Method: "sha256"})
+					fr := transfer.FileResult{Job: transfer.Job{Remote: remote}, Result: transfer.Result{Op: "upload", Size: 1000, Verified: "sha256"}}
+					if f == 4 {
+						fr.Err = errors.New("550 denied")
+					}
+					b.fileDone(fr)
+				}
+			}()
+		}
+		wg.Wait()
+		// One transfer of a single file as well, on its own display.
+		d1 := newDisplay(&w, true, units{}, 0, false, mpb.WithAutoRefresh(), mpb.WithRefreshRate(time.Millisecond))
+		v := d1.file("one")
+		for i := int64(0); i <= 1000; i++ {
+			v.progress(i, 1000)
+		}
+		v.finish(true)
+		d1.close()
+		b.finish(false)
+		d.close()
+	}()
+	select {
+	case <-finished:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the display did not finish in 60 s: deadlock")
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := w.b.String()
+	// A reconnect line per file, a FAILED line per worker (the bars
+	// also say "connection lost": count the lines).
+	n, m := strings.Count(out, "): reset; resuming at 480 B\n"), strings.Count(out, ": 550 denied\n")
+	if n != 40 || m != 8 {
+		t.Errorf("%d reconnect and %d failure lines in %d bytes", n, m, len(out))
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vbauerster/mpb/v8"
 	"github.com/vbauerster/mpb/v8/decor"
+	"golang.org/x/term"
 
 	"github.com/openhaul/haul/transfer"
 )
@@ -35,23 +36,26 @@ type display struct {
 	now     func() time.Time
 }
 
-// newDisplay returns the display of a run; bars only when tty.
-func newDisplay(w io.Writer, tty bool, u units, verbose int, quiet bool) *display {
+// newDisplay returns the display of a run; bars only when tty (opts
+// are for tests).
+func newDisplay(w io.Writer, tty bool, u units, verbose int, quiet bool, opts ...mpb.ContainerOption) *display {
 	d := &display{w: w, u: u, verbose: verbose, quiet: quiet, now: time.Now}
 	if tty {
-		d.p = mpb.New(mpb.WithOutput(w), mpb.WithWidth(100), mpb.WithRefreshRate(150*time.Millisecond))
+		opts = append([]mpb.ContainerOption{mpb.WithOutput(w), mpb.WithWidth(100), mpb.WithRefreshRate(150 * time.Millisecond)}, opts...)
+		d.p = mpb.New(opts...)
 	}
 	return d
 }
 
-// isTerminal says whether w is an interactive terminal.
+// isTerminal says whether w is an interactive terminal (not merely a
+// character device such as /dev/null): bars need one, with a size.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
+	if !ok || !term.IsTerminal(int(f.Fd())) {
 		return false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, _, err := term.GetSize(int(f.Fd()))
+	return err == nil
 }
 
 // Write prints b above the bars (or straight to stderr without them): the
@@ -140,17 +144,24 @@ func shorten(s string, n int) string {
 
 // progress is the transfer's Progress callback: it runs on the hot path,
 // so the bar is told at most every 100 ms.
+//
+// Locks: the bar's decorators take v.mu while mpb draws, and a call on a
+// bar waits for the drawing to end: no bar (nor the display) is called
+// with v.mu held.
 func (v *fileView) progress(done, total int64) {
 	now := v.d.now()
 	v.mu.Lock()
-	defer v.mu.Unlock()
 	v.done, v.total, v.last = done, total, now
 	v.meter.sample(now, done)
 	if done == total && v.state == "" {
 		v.state = "verifying"
 	}
-	if v.bar != nil && (now.Sub(v.pushed) >= 100*time.Millisecond || done == total) {
+	push := v.bar != nil && (now.Sub(v.pushed) >= 100*time.Millisecond || done == total)
+	if push {
 		v.pushed = now
+	}
+	v.mu.Unlock()
+	if push {
 		v.bar.SetTotal(total, false)
 		v.bar.SetCurrent(done)
 	}
@@ -301,12 +312,13 @@ func (v *fileView) finish(ok bool) {
 		return
 	}
 	v.mu.Lock()
-	v.bar.SetTotal(v.total, false)
-	v.bar.SetCurrent(v.done)
-	if !ok && v.state == "" || v.state == "verifying" || v.state == "connection lost" || v.state == "reconnecting" {
+	done, total := v.done, v.total
+	if !ok && !strings.HasPrefix(v.state, "verified") {
 		v.state = "failed"
 	}
 	v.mu.Unlock()
+	v.bar.SetTotal(total, false)
+	v.bar.SetCurrent(done)
 	if ok {
 		v.bar.SetTotal(-1, true)
 	} else {
