@@ -62,6 +62,21 @@ func classifyFile(err error) (int, string) {
 	return classify(err)
 }
 
+// notTried says whether a failed file of a batch was never attempted
+// because the batch stopped before it: interrupted, out of time, or a
+// login or host key refused. Such files get no line of their own.
+func notTried(fr transfer.FileResult) bool {
+	if fr.Err == nil || fr.Attempts > 0 {
+		return false
+	}
+	for _, e := range []error{context.Canceled, context.DeadlineExceeded, transfer.ErrAuth, transfer.ErrHostKey} {
+		if errors.Is(fr.Err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // batchFailure is the error of a batch in which files failed: the exit
 // code is the worst file's.
 type batchFailure struct {
@@ -340,6 +355,7 @@ func (a *app) batch(cmd *cobra.Command, op string, sources []string, dest string
 	}
 	var total transfer.BatchStats
 	total.Failures = map[string]int{}
+	untried := 0
 	began := time.Now()
 	run := func(res transfer.BatchResult, err error) {
 		for _, fr := range res.Files {
@@ -347,6 +363,9 @@ func (a *app) batch(cmd *cobra.Command, op string, sources []string, dest string
 				code, kind := classifyFile(fr.Err)
 				note(code, kind, fr.Err)
 				total.Failures[kind]++
+			}
+			if notTried(fr) {
+				untried++
 			}
 		}
 		var be *transfer.BatchError
@@ -390,7 +409,7 @@ func (a *app) batch(cmd *cobra.Command, op string, sources []string, dest string
 	bv.finish(worst == exitOK)
 	disp.close()
 	if !f.quiet || worst != exitOK {
-		fmt.Fprintf(a.stderr, "haul: %s\n", batchSummary(u, op, pl.dest, total))
+		fmt.Fprintf(a.stderr, "haul: %s\n", batchSummary(u, op, pl.dest, total, untried))
 	}
 	var ferr error
 	if worst != exitOK {
@@ -475,7 +494,7 @@ func (a *app) measure(ctx context.Context, op string, pl batchPlan, c *transfer.
 }
 
 // batchSummary is the last line of a batch on stderr.
-func batchSummary(u units, op, dest string, s transfer.BatchStats) string {
+func batchSummary(u units, op, dest string, s transfer.BatchStats, untried int) string {
 	var b strings.Builder
 	verb := "put"
 	if op == "get" {
@@ -498,6 +517,9 @@ func batchSummary(u units, op, dest string, s transfer.BatchStats) string {
 		sort.Strings(kinds)
 		for i, k := range kinds {
 			kinds[i] = fmt.Sprintf("%d %s", s.Failures[k], k)
+		}
+		if untried > 0 {
+			kinds = append(kinds, fmt.Sprintf("%d of them not tried", untried))
 		}
 		if len(kinds) > 0 {
 			fmt.Fprintf(&b, " (%s)", strings.Join(kinds, ", "))
@@ -638,6 +660,7 @@ func (b *batchView) fileDone(fr transfer.FileResult) {
 		v.finish(fr.Err == nil)
 	}
 	switch {
+	case notTried(fr) && b.d.verbose == 0:
 	case fr.Err != nil:
 		b.d.linef("FAILED %s: %s", name, oneLine(fr.Err))
 	case fr.Skipped && b.d.verbose > 0:

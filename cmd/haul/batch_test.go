@@ -250,12 +250,12 @@ func TestBatchJSONShape(t *testing.T) {
 func TestBatchSummary(t *testing.T) {
 	s := transfer.BatchStats{Files: 300, Done: 295, Skipped: 3, Failed: 2, Bytes: 924 << 20, Sent: 924 << 20, Duration: 4 * time.Second,
 		Failures: map[string]int{"not_found": 1, "no_space": 1}}
-	got := batchSummary(units{}, "put", "ftp://u@h/in/", s)
-	want := "put 300 files into ftp://u@h/in/ in 4s: 295 done (924 MiB, 231 MiB/s), 3 skipped, 2 failed (1 no_space, 1 not_found)"
+	got := batchSummary(units{}, "put", "ftp://u@h/in/", s, 1)
+	want := "put 300 files into ftp://u@h/in/ in 4s: 295 done (924 MiB, 231 MiB/s), 3 skipped, 2 failed (1 no_space, 1 not_found, 1 of them not tried)"
 	if got != want {
 		t.Errorf("\n%s\nwant\n%s", got, want)
 	}
-	got = batchSummary(units{}, "get", "dst/", transfer.BatchStats{Files: 1, Skipped: 1, Duration: time.Second})
+	got = batchSummary(units{}, "get", "dst/", transfer.BatchStats{Files: 1, Skipped: 1, Duration: time.Second}, 0)
 	if want := "got 1 file into dst/ in 1s: 0 done, 1 skipped"; got != want {
 		t.Errorf("%q, want %q", got, want)
 	}
@@ -302,7 +302,7 @@ func TestBatchViewLines(t *testing.T) {
 	d := newDisplay(&out, false, units{}, 0, false)
 	d.multi = true
 	b := d.batch()
-	b.plan(3, 30, "in/")
+	b.plan(4, 40, "in/")
 	b.progress("in/a", 5, 10)
 	b.event(transfer.Event{Kind: transfer.EventFailed, Path: "in/a", Attempt: 1, Err: errors.New("reset")})
 	b.event(transfer.Event{Kind: transfer.EventAttempt, Path: "in/a", Attempt: 2, Offset: 4})
@@ -310,8 +310,11 @@ func TestBatchViewLines(t *testing.T) {
 	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/a"}, Result: transfer.Result{Size: 10, Verified: "size"}})
 	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/b"}, Result: transfer.Result{Size: 10, Skipped: true, SkipReason: "verified"}})
 	b.progress("in/sub/c", 2, 10)
-	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/sub/c"}, Result: transfer.Result{Size: 10}, Err: errors.New("550 no")})
-	if s := b.status(); !strings.HasPrefix(s, "3/3 files  1 failed  30 B / 30 B") {
+	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/sub/c"}, Result: transfer.Result{Size: 10, Attempts: 1}, Err: errors.New("550 no")})
+	// Not tried after an interruption: no line.
+	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/d"}, Result: transfer.Result{Size: 10},
+		Err: &transfer.Error{Op: "upload", Path: "in/d", Err: fmt.Errorf("not tried: %w", context.Canceled)}})
+	if s := b.status(); !strings.HasPrefix(s, "4/4 files  2 failed  40 B / 40 B") {
 		t.Errorf("status %q", s)
 	}
 	b.finish(false)
