@@ -439,8 +439,8 @@ const maxParallel = 64
 
 // fileReport is the JSON line of one file of a batch.
 func fileReport(op string, ep transfer.Endpoint, fr transfer.FileResult) report {
-	ep.Path = fr.Job.Remote
-	r := report{Type: "file", OK: fr.Err == nil, Op: op, URL: ep.String(), Local: fr.Job.Local, Bytes: fr.Size,
+	ep.Path = fr.Remote
+	r := report{Type: "file", OK: fr.Err == nil, Op: op, URL: ep.String(), Local: fr.Local, Bytes: fr.Size,
 		Committed: fr.Committed, StartOffset: fr.StartOffset, Transferred: fr.Transferred, Attempts: fr.Attempts,
 		Resumes: fr.Resumes, Restarts: fr.Restarts, Segments: fr.Segments, ResentBytes: fr.ResentBytes,
 		DurationMS: fr.Duration.Milliseconds(), Verified: fr.Verified, Skipped: fr.Skipped, SkipReason: fr.SkipReason}
@@ -638,8 +638,8 @@ func (b *batchView) event(e transfer.Event) {
 // fileDone is BatchOptions.OnFile.
 func (b *batchView) fileDone(fr transfer.FileResult) {
 	b.vmu.Lock()
-	v := b.views[fr.Job.Remote]
-	delete(b.views, fr.Job.Remote)
+	v := b.views[fr.Remote]
+	delete(b.views, fr.Remote)
 	b.vmu.Unlock()
 	b.mu.Lock()
 	b.filesDone++
@@ -649,11 +649,11 @@ func (b *batchView) fileDone(fr transfer.FileResult) {
 	// A skipped or failed file counts as done for the total: nothing is
 	// left to move for it.
 	if fr.Err != nil || fr.Skipped {
-		b.done += max(fr.Size-b.prev[fr.Job.Remote], 0)
+		b.done += max(fr.Size-b.prev[fr.Remote], 0)
 	}
-	delete(b.prev, fr.Job.Remote)
+	delete(b.prev, fr.Remote)
 	push := b.due(b.d.now(), true)
-	name := b.nameLocked(fr.Job.Remote)
+	name := b.nameLocked(fr.Remote)
 	b.mu.Unlock()
 	push()
 	if v != nil {
@@ -666,7 +666,7 @@ func (b *batchView) fileDone(fr transfer.FileResult) {
 	case fr.Skipped && b.d.verbose > 0:
 		b.d.linef("skipped %s: %s", name, fr.SkipReason)
 	case b.d.verbose > 0:
-		b.d.linef("%s", summaryLine(b.d.u, map[string]string{"upload": "put", "download": "get"}[fr.Op], fr.Job.Local, name, fr.Result))
+		b.d.linef("%s", summaryLine(b.d.u, map[string]string{"upload": "put", "download": "get"}[fr.Op], fr.Local, name, fr.Result))
 	}
 }
 

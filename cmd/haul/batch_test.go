@@ -213,8 +213,7 @@ func TestBatchJSONShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ok := transfer.FileResult{Job: transfer.Job{Local: "tree/a.bin", Remote: "/srv/tree/a.bin"},
-		Result: transfer.Result{Op: "upload", Size: 5, Committed: 5, Transferred: 5, Attempts: 1, Duration: time.Second, Verified: "sha256"}}
+	ok := transfer.FileResult{Result: transfer.Result{Local: "tree/a.bin", Remote: "/srv/tree/a.bin", Op: "upload", Size: 5, Committed: 5, Transferred: 5, Attempts: 1, Duration: time.Second, Verified: "sha256"}}
 	r := fileReport("put", ep, ok)
 	if r.Type != "file" || !r.OK || r.URL != "sftp://u@h:2222//srv/tree/a.bin" || r.Local != "tree/a.bin" || r.DurationMS != 1000 || r.Error != nil {
 		t.Errorf("%+v", r)
@@ -307,12 +306,12 @@ func TestBatchViewLines(t *testing.T) {
 	b.event(transfer.Event{Kind: transfer.EventFailed, Path: "in/a", Attempt: 1, Err: errors.New("reset")})
 	b.event(transfer.Event{Kind: transfer.EventAttempt, Path: "in/a", Attempt: 2, Offset: 4})
 	b.progress("in/a", 10, 10)
-	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/a"}, Result: transfer.Result{Size: 10, Verified: "size"}})
-	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/b"}, Result: transfer.Result{Size: 10, Skipped: true, SkipReason: "verified"}})
+	b.fileDone(transfer.FileResult{Result: transfer.Result{Remote: "in/a", Size: 10, Verified: "size"}})
+	b.fileDone(transfer.FileResult{Result: transfer.Result{Remote: "in/b", Size: 10, Skipped: true, SkipReason: "verified"}})
 	b.progress("in/sub/c", 2, 10)
-	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/sub/c"}, Result: transfer.Result{Size: 10, Attempts: 1}, Err: errors.New("550 no")})
+	b.fileDone(transfer.FileResult{Result: transfer.Result{Remote: "in/sub/c", Size: 10, Attempts: 1}, Err: errors.New("550 no")})
 	// Not tried after an interruption: no line.
-	b.fileDone(transfer.FileResult{Job: transfer.Job{Remote: "in/d"}, Result: transfer.Result{Size: 10},
+	b.fileDone(transfer.FileResult{Result: transfer.Result{Remote: "in/d", Size: 10},
 		Err: &transfer.Error{Op: "upload", Path: "in/d", Err: fmt.Errorf("not tried: %w", context.Canceled)}})
 	if s := b.status(); !strings.HasPrefix(s, "4/4 files  2 failed  40 B / 40 B") {
 		t.Errorf("status %q", s)
@@ -367,7 +366,7 @@ func TestDisplayBarsUnderLoad(t *testing.T) {
 					}
 					b.event(transfer.Event{Kind: transfer.EventVerifying, Path: remote, Attempt: 2, Method: "sha256"})
 					b.event(transfer.Event{Kind: transfer.EventVerified, Path: remote, Attempt: 2, Method: "sha256"})
-					fr := transfer.FileResult{Job: transfer.Job{Remote: remote}, Result: transfer.Result{Op: "upload", Size: 1000, Verified: "sha256"}}
+					fr := transfer.FileResult{Result: transfer.Result{Remote: remote, Op: "upload", Size: 1000, Verified: "sha256"}}
 					if f == 4 {
 						fr.Err = errors.New("550 denied")
 					}
