@@ -66,15 +66,7 @@ func classifyFile(err error) (int, string) {
 // because the batch stopped before it: interrupted, out of time, or a
 // login or host key refused. Such files get no line of their own.
 func notTried(fr transfer.FileResult) bool {
-	if fr.Err == nil || fr.Attempts > 0 {
-		return false
-	}
-	for _, e := range []error{context.Canceled, context.DeadlineExceeded, transfer.ErrAuth, transfer.ErrHostKey} {
-		if errors.Is(fr.Err, e) {
-			return true
-		}
-	}
-	return false
+	return errors.Is(fr.Err, transfer.ErrNotTried)
 }
 
 // batchFailure is the error of a batch in which files failed: the exit

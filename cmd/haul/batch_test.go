@@ -312,7 +312,7 @@ func TestBatchViewLines(t *testing.T) {
 	b.fileDone(transfer.FileResult{Result: transfer.Result{Remote: "in/sub/c", Size: 10, Attempts: 1}, Err: errors.New("550 no")})
 	// Not tried after an interruption: no line.
 	b.fileDone(transfer.FileResult{Result: transfer.Result{Remote: "in/d", Size: 10},
-		Err: &transfer.Error{Op: "upload", Path: "in/d", Err: fmt.Errorf("not tried: %w", context.Canceled)}})
+		Err: &transfer.Error{Op: "upload", Path: "in/d", Err: fmt.Errorf("%w: %w", transfer.ErrNotTried, context.Canceled)}})
 	if s := b.status(); !strings.HasPrefix(s, "4/4 files  2 failed  40 B / 40 B") {
 		t.Errorf("status %q", s)
 	}
