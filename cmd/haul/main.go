@@ -244,11 +244,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		Args:  exactArgs(2),
 		RunE:  func(cmd *cobra.Command, a []string) error { return do(cmd, "get", a[1], a[0]) },
 	})
+	root.AddCommand(newDemoCmd(stdout, stderr))
 	root.SetArgs(args)
 	root.SetOut(stderr)
 	root.SetErr(stderr)
 	err := root.Execute()
-	if err != nil && rep.Op == "" && !isUsage(err) {
+	if err != nil && rep.Op == "" && !isUsage(err) && !errors.As(err, new(*demoError)) {
 		err = &usageError{msg: err.Error()} // unknown command and the like
 	}
 	code, kind := classify(err)
