@@ -156,7 +156,7 @@ func (l *Lab) transfer(run Runner, log io.Writer, proto, dir, src string) (Row, 
 	args := []string{dir, "--json", "--password-file", l.PasswordFile, "--stall-timeout", l.opts.stallTimeout().String(),
 		"--segments", "1"}
 	if proto == "SFTP" {
-		args = append(args, "--known-hosts", l.KnownHostsFile, "--no-exec-hash")
+		args = append(args, "--known-hosts", l.KnownHostsFile)
 	}
 	if dir == "put" {
 		args = append(args, local, base+remote)
