@@ -248,3 +248,25 @@ func (c *checkpoints) Stop() {
 	close(c.stop)
 	c.wg.Wait()
 }
+
+// ReadPrivateFile reads a small record file (at most limit bytes) that
+// only this user can have written: not through a symbolic link at its last
+// component, only a regular file this user owns and no one else may write
+// (elsewhere than unix: not through a link). A file that fails those
+// checks is an error, so a record planted in a shared directory vouches
+// for nothing.
+func ReadPrivateFile(path string, limit int64) ([]byte, error) {
+	f, err := openNoFollow(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, &os.PathError{Op: "read", Path: path, Err: errors.New("record file too large")}
+	}
+	return b, nil
+}
