@@ -51,6 +51,17 @@ func TestDemoTable(t *testing.T) {
 			t.Errorf("stderr says %q %d times, want 4 (one per transfer):\n%s", line, n, &stderr)
 		}
 	}
+	// Each transfer's section of stderr ("== FTP upload ...") shows a resume
+	// as the server saw it.
+	sections := strings.Split(stderr.String(), "\n== ")[1:]
+	if len(sections) != 4 {
+		t.Errorf("stderr has %d sections, want 4:\n%s", len(sections), &stderr)
+	}
+	for _, s := range sections {
+		if !strings.Contains(s, "server: haul resumed the") {
+			t.Errorf("no resume seen by the server in:\n%s", s)
+		}
+	}
 	if left, _ := os.ReadDir(tmp); len(left) != 0 {
 		t.Errorf("the demo left %v in its temporary directory's parent", left)
 	}

@@ -40,6 +40,7 @@ import (
 // that haul verifies by the server's hash.
 type ftpServer struct {
 	root, user, password string
+	events               *notifier
 	ln                   net.Listener
 	pasv                 []*pasvPort
 
@@ -73,8 +74,8 @@ const dataWait = 20 * time.Second
 
 // newFTPServer listens on 127.0.0.1 (a random control port and pasvCount
 // random passive ports) and serves root.
-func newFTPServer(root, user, password string, pasvCount int) (*ftpServer, error) {
-	s := &ftpServer{root: root, user: user, password: password, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
+func newFTPServer(root, user, password string, pasvCount int, events *notifier) (*ftpServer, error) {
+	s := &ftpServer{root: root, user: user, password: password, events: events, conns: map[net.Conn]struct{}{}, done: make(chan struct{})}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -492,6 +493,9 @@ func (f *ftpSession) retr(arg string) error {
 	if err := f.reply(150, fmt.Sprintf("sending %d bytes", fi.Size()-off)); err != nil {
 		return err
 	}
+	if off > 0 {
+		f.s.events.notify(serverEvent{proto: "FTP", offset: off, how: fmt.Sprintf("REST %d + RETR", off)})
+	}
 	if _, err := io.Copy(c, file); err != nil {
 		return f.reply(426, "data connection lost")
 	}
@@ -535,6 +539,13 @@ func (f *ftpSession) stor(arg string, appe bool) error {
 	defer f.s.untrack(c)
 	if err := f.reply(150, fmt.Sprintf("receiving at %d", off)); err != nil {
 		return err
+	}
+	if off > 0 {
+		how := fmt.Sprintf("REST %d + STOR", off)
+		if appe {
+			how = fmt.Sprintf("APPE at %d", off)
+		}
+		f.s.events.notify(serverEvent{proto: "FTP", upload: true, offset: off, how: how})
 	}
 	// Written at the offset (io.NewOffsetWriter), never appended: a
 	// resumed upload replaces what follows the offset.

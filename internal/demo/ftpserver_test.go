@@ -18,7 +18,7 @@ import (
 func startFTP(t *testing.T) (*ftpServer, string) {
 	t.Helper()
 	root := t.TempDir()
-	s, err := newFTPServer(root, "u", "pw", 2)
+	s, err := newFTPServer(root, "u", "pw", 2, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestFTPServerHash(t *testing.T) {
 // and another waiting for its data connection after EPSV.
 func TestFTPServerCloseEndsSessions(t *testing.T) {
 	root := t.TempDir()
-	s, err := newFTPServer(root, "u", "pw", 1)
+	s, err := newFTPServer(root, "u", "pw", 1, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -79,6 +79,7 @@ type Lab struct {
 	SampleFile string
 
 	opts   Options
+	events notifier
 	ftp    *ftpServer
 	sftp   *sftpServer
 	proxy  *faultproxy.Proxy
@@ -116,10 +117,10 @@ func Start(opts Options) (_ *Lab, err error) {
 	if err := generate(filepath.Join(l.serverDir(), l.SampleFile), opts.size(), 2); err != nil {
 		return nil, err
 	}
-	if l.ftp, err = newFTPServer(l.serverDir(), l.User, l.Password, pasvCount); err != nil {
+	if l.ftp, err = newFTPServer(l.serverDir(), l.User, l.Password, pasvCount, &l.events); err != nil {
 		return nil, fmt.Errorf("demo: FTP server: %w", err)
 	}
-	if l.sftp, err = newSFTPServer(l.serverDir(), l.User, l.Password); err != nil {
+	if l.sftp, err = newSFTPServer(l.serverDir(), l.User, l.Password, &l.events); err != nil {
 		return nil, fmt.Errorf("demo: SFTP server: %w", err)
 	}
 	ports := append([]int{l.ftp.port(), l.sftp.port()}, l.ftp.pasvPorts()...)

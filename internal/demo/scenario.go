@@ -153,6 +153,13 @@ func (l *Lab) transfer(run Runner, log io.Writer, proto, dir, src string) (Row, 
 		}
 	}()
 
+	l.events.set(func(e serverEvent) {
+		if e.proto == proto && e.upload == (dir == "put") {
+			fmt.Fprintf(log, "  server: haul resumed the %s at %s (%d %%): %s\n",
+				verb, formatBytes(e.offset), (e.offset*100+size/2)/size, e.how)
+		}
+	})
+	defer l.events.set(nil)
 	args := []string{dir, "--json", "--password-file", l.PasswordFile, "--stall-timeout", l.opts.stallTimeout().String(),
 		"--segments", "1"}
 	if proto == "SFTP" {

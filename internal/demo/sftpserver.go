@@ -26,6 +26,7 @@ type sftpServer struct {
 	hostKey ssh.Signer
 	cfg     *ssh.ServerConfig
 	root    string
+	events  *notifier
 
 	mu     sync.Mutex
 	closed bool
@@ -34,7 +35,7 @@ type sftpServer struct {
 }
 
 // newSFTPServer listens on 127.0.0.1 (a random port) and serves root.
-func newSFTPServer(root, user, password string) (*sftpServer, error) {
+func newSFTPServer(root, user, password string, events *notifier) (*sftpServer, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -57,7 +58,7 @@ func newSFTPServer(root, user, password string) (*sftpServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &sftpServer{ln: ln, hostKey: signer, cfg: cfg, root: root, conns: map[net.Conn]struct{}{}}
+	s := &sftpServer{ln: ln, hostKey: signer, cfg: cfg, root: root, events: events, conns: map[net.Conn]struct{}{}}
 	s.wg.Add(1)
 	go s.accept()
 	return s, nil
@@ -155,7 +156,7 @@ func (s *sftpServer) serveConn(c net.Conn) {
 }
 
 func (s *sftpServer) serveSFTP(ch io.ReadWriteCloser) {
-	srv, err := sftp.NewServer(ch, sftp.WithServerWorkingDirectory(s.root))
+	srv, err := sftp.NewServer(&sftpSniffer{ReadWriteCloser: ch, n: s.events}, sftp.WithServerWorkingDirectory(s.root))
 	if err != nil {
 		return
 	}
