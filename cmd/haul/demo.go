@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -90,6 +91,12 @@ func runDemo(opts demo.Options, keep bool, stdout, stderr io.Writer) (err error)
 	// has no flag for another: point it into the lab's directory for the
 	// demo's own transfers, so that nothing is written outside it.
 	restore := setenv("XDG_CACHE_HOME", lab.CacheDir())
+	if _, ok := stderr.(*os.File); !ok {
+		// Both haul and the lab write progress to stderr, from several
+		// goroutines. A file is safe for that (and must stay a file for
+		// haul's progress bar); anything else is serialized here.
+		stderr = &lockedWriter{w: stderr}
+	}
 	haul := func(args []string, out io.Writer) int {
 		return run(args, strings.NewReader(""), out, stderr)
 	}
@@ -128,6 +135,18 @@ Try:
 	<-ctx.Done()
 	fmt.Fprintln(stderr, "haul: demo: stopping the servers and removing", lab.Dir)
 	return nil
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (lw *lockedWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.Write(p)
 }
 
 // setenv sets an environment variable and returns what puts it back.

@@ -82,10 +82,15 @@ const (
 // transfer, so re-sent bytes count too); the blackhole is left to haul's
 // stall watchdog. Each transfer is the haul command line run by run with
 // --json; log gets a line per fault as it fires and per transfer as it
-// ends. Run returns the rows done so far and the first error: a haul run
+// ends, and one per resume the servers see (an FTP REST before STOR or
+// RETR, an SFTP session's first write or read past offset 0). Run
+// serializes its own writes to log, which come from several goroutines; if
+// run writes to log too, log must be safe for concurrent use (an *os.File
+// is). Run returns the rows done so far and the first error: a haul run
 // that failed, or ctx done between transfers. A row whose content differs
 // is not an error: see Row.Ok.
 func (l *Lab) Run(ctx context.Context, run Runner, log io.Writer) ([]Row, error) {
+	log = &lockedWriter{w: log}
 	size := l.opts.size()
 	src := filepath.Join(l.localDir(), "source.bin")
 	if err := generate(src, size, 1); err != nil {
@@ -207,6 +212,18 @@ func (l *Lab) transfer(run Runner, log io.Writer, proto, dir, src string) (Row, 
 	fmt.Fprintf(log, "  done in %s: %d cut(s), %d resume(s), %s re-sent, verified by %s; %s\n",
 		row.Duration.Round(time.Millisecond), row.Cuts, row.Resumes, formatBytes(row.ResentBytes), row.VerifiedBy, same)
 	return row, nil
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (lw *lockedWriter) Write(p []byte) (int, error) {
+	lw.mu.Lock()
+	defer lw.mu.Unlock()
+	return lw.w.Write(p)
 }
 
 // lastReport parses the last JSON line of haul's standard output.
