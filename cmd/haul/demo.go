@@ -62,6 +62,9 @@ get by hand.`,
 				if n, err = parseSize(size); err != nil {
 					return &usageError{msg: fmt.Sprintf("--size %q: %v", size, err)}
 				}
+				if n < demo.MinSize {
+					return &usageError{msg: fmt.Sprintf("--size %q: less than the smallest the demo cuts sensibly, 1M", size)}
+				}
 			}
 			if err := runDemo(demo.Options{Size: n}, keep, stdout, stderr); err != nil {
 				return &demoError{err: err}

@@ -20,6 +20,10 @@ import (
 // DefaultSize is the size of the demo's file when Options.Size is zero.
 const DefaultSize = 64 << 20
 
+// MinSize is the smallest file the scenario moves: below it the cuts at 30
+// and 70 % would fall within a packet or two.
+const MinSize = 1 << 20
+
 // DefaultStallTimeout is the stall timeout handed to haul when
 // Options.StallTimeout is zero: how long a blackholed connection stays
 // silent before haul's watchdog gives up on it.
@@ -32,7 +36,7 @@ const pasvCount = 16
 // Options configures a Lab. The zero value is the documented default.
 type Options struct {
 	// Size is the size of the generated file moved in each direction.
-	// Zero means DefaultSize.
+	// Zero means DefaultSize; less than MinSize means MinSize.
 	Size int64
 	// StallTimeout is haul's --stall-timeout in the scenario. Zero means
 	// DefaultStallTimeout.
@@ -40,10 +44,10 @@ type Options struct {
 }
 
 func (o Options) size() int64 {
-	if o.Size <= 0 {
+	if o.Size == 0 {
 		return DefaultSize
 	}
-	return o.Size
+	return max(o.Size, MinSize)
 }
 
 func (o Options) stallTimeout() time.Duration {
