@@ -106,7 +106,7 @@ func runDemo(opts demo.Options, keep bool, stdout, stderr io.Writer) (err error)
 	rows, err := lab.Run(ctx, haul, stderr)
 	restore()
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return fmt.Errorf("interrupted (%w)", ctx.Err())
 	}
 	fmt.Fprintln(stdout)
 	if werr := demo.WriteTable(stdout, rows); werr != nil && err == nil {
