@@ -90,7 +90,7 @@ const (
 // that failed, or ctx done between transfers. A row whose content differs
 // is not an error: see Row.Ok.
 func (l *Lab) Run(ctx context.Context, run Runner, log io.Writer) ([]Row, error) {
-	log = &lockedWriter{w: log}
+	log = &lockedWriter{w: log, clear: isTerminal(log)}
 	size := l.opts.size()
 	src := filepath.Join(l.localDir(), "source.bin")
 	if err := generate(src, size, 1); err != nil {
@@ -214,16 +214,35 @@ func (l *Lab) transfer(run Runner, log io.Writer, proto, dir, src string) (Row, 
 	return row, nil
 }
 
-// lockedWriter serializes writes to w.
+// lockedWriter serializes writes to w. With clear, each write first clears
+// the terminal's current line ("\r" and erase to its end): a line of the
+// demo's then replaces the progress bar haul may be drawing there, which
+// haul redraws below it, instead of running on after it.
 type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu    sync.Mutex
+	w     io.Writer
+	clear bool
 }
 
 func (lw *lockedWriter) Write(p []byte) (int, error) {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
+	if lw.clear {
+		if _, err := io.WriteString(lw.w, "\r\x1b[K"); err != nil {
+			return 0, err
+		}
+	}
 	return lw.w.Write(p)
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
 // lastReport parses the last JSON line of haul's standard output.
