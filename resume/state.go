@@ -212,8 +212,22 @@ func writeFileAtomic(path string, b []byte, sync bool) error {
 // removeState deletes a state file: what it recorded proves nothing any
 // more (the transfer finished, or its result failed verification).
 func removeState(path string) {
-	if path != "" {
-		_ = os.Remove(path)
+	if path == "" {
+		return
+	}
+	_ = os.Remove(path)
+	// And the temporary files of writes a killed process left behind
+	// (writeFileAtomic's): removing a name never touches what a link
+	// there points to.
+	dir, base := filepath.Split(path)
+	ents, err := os.ReadDir(filepath.Clean(dir + "."))
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, base+".") && strings.HasSuffix(n, ".tmp") && len(n) > len(base)+len(".tmp")+1 {
+			_ = os.Remove(filepath.Join(dir, n))
+		}
 	}
 }
 

@@ -99,7 +99,7 @@ type BatchOptions struct {
 
 // FileResult is the outcome of one file of a batch.
 type FileResult struct {
-	Job
+	// Result names the file (Remote, Local) and says what happened.
 	Result
 	// Err is nil when the file was transferred and verified, or skipped;
 	// else a *Error.
@@ -264,7 +264,7 @@ func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o B
 		case d.Type().IsRegular():
 			jobs = append(jobs, Job{Local: p, Remote: remote})
 		default:
-			early = append(early, FileResult{Job: Job{Local: p, Remote: remote},
+			early = append(early, FileResult{
 				Result: Result{Op: "upload", Remote: remote, Local: p, Skipped: true,
 					SkipReason: "not a regular file (" + describeMode(d.Type()) + "): not followed"}})
 		}
@@ -299,7 +299,7 @@ func (c *Client) DownloadTree(ctx context.Context, remoteDir, localDir string, o
 	var jobs []Job
 	var early []FileResult
 	refuse := func(remote, why string) {
-		early = append(early, FileResult{Job: Job{Remote: remote},
+		early = append(early, FileResult{
 			Result: Result{Op: "download", Remote: remote},
 			Err:    &Error{Op: "download", Path: remote, Err: fmt.Errorf("%w: remote name %s: refused", ErrInvalidPath, why)}})
 	}
@@ -351,7 +351,7 @@ func (c *Client) DownloadTree(ctx context.Context, remoteDir, localDir string, o
 			made[dir] = err
 		}
 		if err != nil {
-			early = append(early, FileResult{Job: j, Result: Result{Op: "download", Remote: j.Remote, Local: j.Local},
+			early = append(early, FileResult{Result: Result{Op: "download", Remote: j.Remote, Local: j.Local},
 				Err: &Error{Op: "download", Path: j.Remote, Err: err}})
 			continue
 		}
@@ -523,7 +523,7 @@ func (b *batch) run(ctx context.Context, jobs []Job, early []FileResult) (BatchR
 // one moves one file: unless the batch stopped, or the skip policy finds
 // it done.
 func (b *batch) one(ctx context.Context, j Job) FileResult {
-	r := FileResult{Job: j, Result: Result{Op: b.op, Remote: j.Remote, Local: j.Local}}
+	r := FileResult{Result: Result{Op: b.op, Remote: j.Remote, Local: j.Local}}
 	b.mu.Lock()
 	stop := b.stopErr
 	b.mu.Unlock()

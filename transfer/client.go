@@ -24,6 +24,13 @@ import (
 //     and a new one dialled. A session on which a call failed (other than
 //     by an answer such as "no such file") is closed, not pooled.
 //   - A session idle for Config.IdleTimeout is closed.
+//   - Until a first login succeeds, one session is dialled at a time. A
+//     rejected login or host key is never tried again by this Client:
+//     every later call fails with the same error (open a new Client with
+//     new credentials).
+//   - A server that refuses a connection for having too many (FTP 421
+//     before the login) lowers the cap to the sessions it accepted; the
+//     call waits for one of them instead of failing.
 //
 // Every call runs on pooled sessions: Upload and Download keep every
 // guarantee they have without a pool (resume at a proven offset,
