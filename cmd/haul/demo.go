@@ -79,7 +79,9 @@ get by hand.`,
 
 // runDemo runs the demo's scenario with opts and prints its table.
 func runDemo(opts demo.Options, keep bool, stdout, stderr io.Writer) (err error) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// SIGHUP too: a closed terminal still removes the lab (after the
+	// transfer under way, which haul itself does not stop for it).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	lab, err := demo.Start(opts)
 	if err != nil {
