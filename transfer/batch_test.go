@@ -228,3 +228,18 @@ func TestDownloadToWriterAt(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolWaitsForABusyServer: a server that refuses the first
+// connections for having too many (other clients hold them) is waited
+// for, not failed, when the pool holds none of its connections.
+func TestPoolWaitsForABusyServer(t *testing.T) {
+	srv := newFakeServer()
+	srv.busyDials = 2
+	c := testClient(t, srv, Config{})
+	if err := c.MkdirAll(context.Background(), "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	if dials, _, _ := srv.stats(); dials != 3 {
+		t.Fatalf("%d dials, want 3 (2 refused, then one)", dials)
+	}
+}
