@@ -244,10 +244,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		Args:  exactArgs(2),
 		RunE:  func(cmd *cobra.Command, a []string) error { return do(cmd, "get", a[1], a[0]) },
 	})
+	doctorExit := -1
+	root.AddCommand(newDoctorCmd(&f, stdout, stderr, &doctorExit))
 	root.SetArgs(args)
 	root.SetOut(stderr)
 	root.SetErr(stderr)
 	err := root.Execute()
+	if doctorExit >= 0 {
+		return doctorExit
+	}
 	if err != nil && rep.Op == "" && !isUsage(err) {
 		err = &usageError{msg: err.Error()} // unknown command and the like
 	}
