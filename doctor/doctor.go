@@ -29,6 +29,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/openhaul/haul/protocol"
 	"github.com/openhaul/haul/transfer"
 )
 
@@ -249,4 +250,39 @@ func (d *doc) dialer(ka time.Duration) (dial func(ctx context.Context) (any, err
 	}
 }
 
-func seconds(t time.Duration) float64 { return float64(t.Round(100*time.Millisecond)) / float64(time.Second) }
+func seconds(t time.Duration) float64 {
+	return float64(t.Round(100*time.Millisecond)) / float64(time.Second)
+}
+
+// dialBusy calls dial, and again on a new connection (up to 10 s in all)
+// while the server refuses it as busy (FTP 421 "too many connections",
+// or a refused TCP connect): connections the doctor just closed may still
+// count against a per-address limit for a moment. A rejected login is
+// never retried.
+func dialBusy[T any](ctx context.Context, dial func(context.Context) (T, error)) (T, error) {
+	deadline := time.Now().Add(10 * time.Second)
+	wait := 100 * time.Millisecond
+	for {
+		s, err := dial(ctx)
+		if err == nil || !busy(err) || time.Now().After(deadline) {
+			return s, err
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return s, err
+		case <-t.C:
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// busy reports a refusal that a new connection may get past soon.
+func busy(err error) bool {
+	var pe *protocol.Error
+	if errors.Is(err, protocol.ErrAuth) || !errors.Is(err, protocol.ErrTransient) {
+		return false
+	}
+	return errors.As(err, &pe) && (pe.Code == 421 || pe.Code == 0)
+}

@@ -729,7 +729,7 @@ func (d *doc) ftpIdle(ctx context.Context, mode, file string, size int64) {
 	}
 	answer := d.answerTimeout()
 	r := idleSearch(ctx, d.opts.ProbeIdle, conns, func(ctx context.Context, wait time.Duration) idleOutcome {
-		s, err := d.dialFTP(ctx, -1) // no keepalive: idle means idle
+		s, err := dialBusy(ctx, func(ctx context.Context) (*pftp.Session, error) { return d.dialFTP(ctx, -1) }) // no keepalive: idle means idle
 		if err != nil {
 			return idleOutcome{}
 		}
@@ -769,7 +769,7 @@ func (d *doc) ftpIdleData(ctx context.Context, mode, file string, size int64) {
 			Summary: fmt.Sprintf("needs a readable file of at least %d MiB (--read-file) so that the server's writes block", minFile>>20)})
 		return
 	}
-	s, err := d.dialFTP(ctx, -1)
+	s, err := dialBusy(ctx, func(ctx context.Context) (*pftp.Session, error) { return d.dialFTP(ctx, -1) })
 	if err != nil {
 		d.rep.add(Finding{ID: "idle-data", Status: Skip, Summary: "could not connect", Evidence: err.Error()})
 		return
@@ -812,7 +812,6 @@ func (d *doc) segments() {
 	f.Data = map[string]any{"segments": n}
 	d.rep.add(f)
 }
-
 
 // firstTLS returns the state of the first TLS handshake of the run (the
 // control connection's), or nil.

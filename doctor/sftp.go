@@ -69,7 +69,7 @@ func (d *doc) runSFTP(ctx context.Context) {
 		}
 		answer := d.answerTimeout()
 		r := idleSearch(ctx, d.opts.ProbeIdle, conns, func(ctx context.Context, wait time.Duration) idleOutcome {
-			s, err := d.dialSFTP(ctx, -1) // no SSH keepalive: idle means idle
+			s, err := dialBusy(ctx, func(ctx context.Context) (*psftp.Session, error) { return d.dialSFTP(ctx, -1) }) // no SSH keepalive: idle means idle
 			if err != nil {
 				return idleOutcome{}
 			}

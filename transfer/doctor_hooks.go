@@ -35,4 +35,3 @@ func DialerFor(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 	}
 	return nil, &URLError{URL: ep.String(), Err: fmt.Errorf("%w %q", errUnsupportedScheme, ep.Scheme)}
 }
-
