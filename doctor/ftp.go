@@ -384,17 +384,17 @@ func (d *doc) pasvAddress(p pftp.DataProbe) {
 	case ann.Unmap() == ctl.Unmap():
 		f.Status, f.Summary = OK, fmt.Sprintf("PASV announces the control host %s", p.AnnouncedHost)
 	default:
-		kind := "a different address"
+		kind := "another address"
 		switch {
 		case ann.IsUnspecified():
-			kind = "no address (0.0.0.0)"
+			kind = "no address"
 		case ann.IsPrivate() && !ctl.IsPrivate() && !ctl.IsLoopback():
 			kind = "a private address"
 		case isDocumentation(ann):
-			kind = "a reserved (documentation) address"
+			kind = "a reserved address that routes nowhere"
 		}
 		f.Status = Warn
-		f.Summary = fmt.Sprintf("PASV announces %s, %s than the control host %s: the classic NAT misconfiguration; haul ignores it and connects to %s, other clients (and active FXP) will fail or hang", p.AnnouncedHost, kind, p.ControlHost, p.ControlHost)
+		f.Summary = fmt.Sprintf("wrong PASV address: PASV announces %s (%s), not the control host %s: the classic NAT misconfiguration; haul ignores it and connects to %s, clients that trust it hang or fail", p.AnnouncedHost, kind, p.ControlHost, p.ControlHost)
 		f.Fix = "server: announce the address clients reach it by (vsftpd pasv_address=, pasv_addr_resolve; proftpd MasqueradeAddress; pure-ftpd -P), or none behind NAT; clients: curl --ftp-skip-pasv-ip, lftp set ftp:ignore-pasv-address yes"
 	}
 	d.rep.add(f)
@@ -727,6 +727,18 @@ func (d *doc) ftpIdle(ctx context.Context, mode, file string, size int64) {
 	if d.maxConns > 0 && d.maxConns < conns {
 		conns = d.maxConns
 	}
+	// The data probe runs beside the control search when the server's
+	// limit leaves room for it, else after it.
+	var dataFinding Finding
+	dataDone := make(chan struct{})
+	runData := func() {
+		defer close(dataDone)
+		dataFinding = d.ftpIdleData(ctx, mode, file, size)
+	}
+	parallel := d.maxConns == 0 || d.maxConns > conns
+	if parallel {
+		go runData()
+	}
 	answer := d.answerTimeout()
 	r := idleSearch(ctx, d.opts.ProbeIdle, conns, func(ctx context.Context, wait time.Duration) idleOutcome {
 		s, err := dialBusy(ctx, func(ctx context.Context) (*pftp.Session, error) { return d.dialFTP(ctx, -1) }) // no keepalive: idle means idle
@@ -756,26 +768,28 @@ func (d *doc) ftpIdle(ctx context.Context, mode, file string, size int64) {
 		}
 		return o
 	})
+	if !parallel {
+		runData()
+	}
+	<-dataDone
 	d.rep.add(d.idleFinding("idle-control", "control connection", r))
-	d.ftpIdleData(ctx, mode, file, size)
+	d.rep.add(dataFinding)
 }
 
 // ftpIdleData holds a download's data connection unread and listens on
 // the control connection for the server's data timeout.
-func (d *doc) ftpIdleData(ctx context.Context, mode, file string, size int64) {
+func (d *doc) ftpIdleData(ctx context.Context, mode, file string, size int64) Finding {
 	const minFile = 32 << 20 // more than socket buffers hold
 	if file == "" || size < minFile || mode == "" {
-		d.rep.add(Finding{ID: "idle-data", Status: Skip,
-			Summary: fmt.Sprintf("needs a readable file of at least %d MiB (--read-file) so that the server's writes block", minFile>>20)})
-		return
+		return Finding{ID: "idle-data", Status: Skip,
+			Summary: fmt.Sprintf("needs a readable file of at least %d MiB (--read-file) so that the server's writes block", minFile>>20)}
 	}
 	s, err := dialBusy(ctx, func(ctx context.Context) (*pftp.Session, error) { return d.dialFTP(ctx, -1) })
 	if err != nil {
-		d.rep.add(Finding{ID: "idle-data", Status: Skip, Summary: "could not connect", Evidence: err.Error()})
-		return
+		return Finding{ID: "idle-data", Status: Skip, Summary: "could not connect", Evidence: err.Error()}
 	}
 	defer s.Close()
-	p, err := s.ProbeDataHold(ctx, mode, "RETR "+file, windowSize, d.opts.ProbeIdle, 16<<10)
+	p, err := s.ProbeDataHold(ctx, mode, "RETR "+file, windowSize, d.opts.ProbeIdle, d.answerTimeout(), 16<<10)
 	f := Finding{ID: "idle-data", Data: map[string]any{}}
 	switch {
 	case err != nil:
@@ -788,11 +802,16 @@ func (d *doc) ftpIdleData(ctx context.Context, mode, file string, size int64) {
 		f.Fix = fmt.Sprintf("haul: --stall-timeout below %.0fs recovers first; server: raise it (vsftpd data_connection_timeout, proftpd TimeoutStalled) if clients are slow", seconds(p.HeldFor))
 	case p.EOF:
 		f.Status, f.Summary = Skip, "the file fit in the socket buffers: nothing stalled"
+	case p.FinalCode == 0:
+		f.Status = Fail
+		f.Data["seconds"] = seconds(p.HeldFor)
+		f.Summary = fmt.Sprintf("after the data connection stalled for %.0fs, the control connection no longer answered: the final reply (226/426) of a long transfer would never arrive", seconds(p.HeldFor))
+		f.Fix = "see idle-control: the path drops the idle control connection; haul's keepalive and --stall-timeout recover, other clients hang"
 	default:
 		f.Status, f.Summary = OK, fmt.Sprintf("a stalled data connection survived %.0fs", seconds(p.HeldFor))
 		f.Data["seconds"] = seconds(p.HeldFor)
 	}
-	d.rep.add(f)
+	return f
 }
 
 // segments recommends a segment count from what was measured.

@@ -130,12 +130,14 @@ func (s *Session) ProbeData(ctx context.Context, mode, cmd string, offset int64,
 // starts, so that the server's writes soon block) while it listens on the
 // control connection: a server whose data timeout is shorter says so
 // there (vsftpd's "421 Data timeout") and DataProbe.HeldFor is that
-// timeout.
-func (s *Session) ProbeDataHold(ctx context.Context, mode, cmd string, max int, hold time.Duration, rcvbuf int) (DataProbe, error) {
-	return s.probeData(ctx, mode, cmd, 0, max, hold, rcvbuf)
+// timeout. After a quiet hold the data connection is closed and the final
+// reply awaited for at most answer: none (FinalCode 0) means the control
+// connection went silent meanwhile.
+func (s *Session) ProbeDataHold(ctx context.Context, mode, cmd string, max int, hold, answer time.Duration, rcvbuf int) (DataProbe, error) {
+	return s.probeData(ctx, mode, cmd, 0, max, hold, rcvbuf, answer)
 }
 
-func (s *Session) probeData(ctx context.Context, mode, cmd string, offset int64, max int, hold time.Duration, rcvbuf int) (DataProbe, error) {
+func (s *Session) probeData(ctx context.Context, mode, cmd string, offset int64, max int, hold time.Duration, rcvbuf int, answer ...time.Duration) (DataProbe, error) {
 	p := DataProbe{Mode: strings.ToUpper(mode)}
 	f := failure{op: "diag"}
 	if p.Mode != "EPSV" && p.Mode != "PASV" {
@@ -280,10 +282,16 @@ func (s *Session) probeData(ctx context.Context, mode, cmd string, offset int64,
 	s.mu.Lock()
 	ctrl := s.ctrl
 	s.mu.Unlock()
-	if s.opts.shutTimeout > 0 {
+	if len(answer) > 0 && answer[0] > 0 && p.HeldFor > 0 {
+		_ = ctrl.SetReadDeadline(time.Now().Add(answer[0]))
+	} else if s.opts.shutTimeout > 0 {
 		_ = ctrl.SetReadDeadline(time.Now().Add(s.opts.shutTimeout))
 	}
 	code, msg, err = tc.ReadResponse(0)
+	if p.HeldFor > 0 && isTimeout(err) {
+		s.kill(err)
+		return p, nil // FinalCode 0: the control connection is silent
+	}
 	if c, m, fatal := reply(verb, err); fatal != nil {
 		return p, fatal
 	} else if err != nil {
