@@ -507,7 +507,7 @@ func (d *doc) ftpResume(ctx context.Context, s *pftp.Session, mode, file string,
 		f.Status = Fail
 		f.Summary = fmt.Sprintf("REST accepted (350) but IGNORED: RETR after REST %d sent the file from byte 0; a client that trusts the 350 corrupts every resumed file", off)
 		f.Evidence = fmt.Sprintf("REST %d -> %d %s; first bytes %x, want %x", off, at.RestCode, at.RestReply, at.Data[:min(8, len(at.Data))], want[:8])
-		f.Fix = "server: fix or disable REST (announce no REST STREAM); haul compares 64 KiB before each resume point (--verify auto) and restarts from 0 when they differ"
+		f.Fix = "server: fix or disable REST (announce no REST STREAM); haul re-reads 64 KiB before each resume point (Config.Overlap) and does not append after a mismatch"
 	default:
 		f.Status = Fail
 		f.Summary = fmt.Sprintf("RETR after REST %d sent bytes that are not the file's bytes at that offset", off)
