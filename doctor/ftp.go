@@ -263,6 +263,10 @@ func (d *doc) ftpFeatures(s *pftp.Session) map[string]string {
 		f.Fix = "server: enable restart and SIZE (they are standard: RFC 3659); without them haul restarts a broken transfer from byte 0 and checks sizes by listing"
 	}
 	d.rep.add(f)
+	if d.ep.Scheme == "ftp" && strings.Contains(strings.ToUpper(feats["AUTH"]), "TLS") {
+		d.rep.add(Finding{ID: "tls-offered", Status: Info,
+			Summary: "the server announces AUTH TLS: an ftps:// URL would encrypt the password and the data (plain ftp:// sends both in clear)"})
+	}
 
 	hv := Finding{ID: "verify", Status: OK}
 	algos := s.HashAlgorithms()
