@@ -40,14 +40,15 @@ var diagVerbs = map[string]bool{"NOOP": true, "TYPE": true, "FEAT": true, "SYST"
 func (s *Session) Features() []string { return s.tap.features() }
 
 // Command sends one diagnostic command (NOOP, TYPE I, FEAT, SYST, PWD, AVBL,
-// OPTS, SIZE, MDTM, HELP, STAT; others are refused with
-// protocol.ErrInvalidPath's sibling error before anything is sent) and
-// returns the reply's code and text, whatever the code. A transport error
-// ends the session.
+// OPTS, SIZE, MDTM, HELP, STAT; any other, and TYPE other than I, is
+// refused with an error matching protocol.ErrUnsupported before anything is
+// sent) and returns the reply's code and text (server text: escape it
+// before showing it), whatever the code. A transport error ends the
+// session.
 func (s *Session) Command(ctx context.Context, cmd string) (code int, msg string, err error) {
 	f := failure{op: "diag"}
 	verb, _, _ := strings.Cut(cmd, " ")
-	if !diagVerbs[strings.ToUpper(verb)] {
+	if !diagVerbs[strings.ToUpper(verb)] || (strings.EqualFold(verb, "TYPE") && !strings.EqualFold(strings.TrimSpace(cmd), "TYPE I")) {
 		return 0, "", &protocol.Error{Op: f.op, Kind: protocol.ErrUnsupported, Err: fmt.Errorf("%w: %q", errDiagVerb, verb)}
 	}
 	if err := protocol.CheckPath(cmd); err != nil {

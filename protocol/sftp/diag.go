@@ -120,7 +120,8 @@ type IdleProbe struct {
 // with WithKeepAlive(0), or the keepalive keeps it busy), noting when the
 // server closes it, then sends one request (a stat of ".") and waits up to
 // answer for the reply. The session is unusable afterwards unless the
-// result shows neither Closed nor Silent nor Err; close it either way.
+// result shows neither Closed nor Silent nor Err; close it either way (a
+// goroutine watching the connection ends only then).
 func (s *Session) IdleCheck(ctx context.Context, wait, answer time.Duration) (IdleProbe, error) {
 	var r IdleProbe
 	closed := make(chan struct{})
