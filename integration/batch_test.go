@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -259,6 +260,108 @@ func TestBatchDownloadRefusesHostileNames(t *testing.T) {
 			if _, err := os.Lstat(filepath.Join(filepath.Dir(dst), "evil")); err == nil {
 				t.Error("a file escaped the target")
 			}
+		})
+	}
+}
+
+// TestBatchSkipChecksum: without a journal, the checksum policy skips the
+// files whose server-side hash equals the source's (OpenSSH: sha256 by
+// exec) and sends the one that differs.
+func TestBatchSkipChecksum(t *testing.T) {
+	env := testbed.Require(t)
+	c := clientCase{"sftp", env.SSHD, ""}
+	src := makeTree(t, 12, 5)
+	remote := fmt.Sprintf("cksum-%d", os.Getpid())
+	t.Cleanup(func() { os.RemoveAll(c.srv.LocalPath(remote)) })
+	cl := openClient(t, env, c, transfer.Config{})
+	ctx := context.Background()
+	if _, err := cl.UploadTree(ctx, src, remote, transfer.BatchOptions{NoJournal: true}); err != nil {
+		t.Fatal(err)
+	}
+	// Same size, other content.
+	p := filepath.Join(src, "d1", "e1", "f001.bin")
+	b, err := os.ReadFile(p)
+	if err != nil || len(b) == 0 {
+		t.Fatal(err, len(b))
+	}
+	b[0] ^= 0xff
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cl.UploadTree(ctx, src, remote, transfer.BatchOptions{NoJournal: true, Skip: transfer.SkipChecksum})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Stats.Done != 1 || res.Stats.Skipped != 11 {
+		t.Errorf("stats %+v, want 1 sent and 11 skipped", res.Stats)
+	}
+	for _, f := range res.Files {
+		if f.Skipped {
+			t.Logf("%s: %s", f.Remote, f.SkipReason)
+			break
+		}
+	}
+	sameTree(t, src, c.srv.LocalPath(remote))
+}
+
+// plainWriterAt is an io.WriterAt that cannot be read back.
+type plainWriterAt struct{ b []byte }
+
+func (w *plainWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); end > int64(len(w.b)) {
+		w.b = append(w.b, make([]byte, end-int64(len(w.b)))...)
+	}
+	return copy(w.b[off:], p), nil
+}
+
+// TestDownloadToPlainWriterAt: a download into an io.WriterAt that cannot
+// be read back is still verified by the server's hash (OpenSSH), computed
+// locally as the bytes were written.
+func TestDownloadToPlainWriterAt(t *testing.T) {
+	env := testbed.Require(t)
+	c := clientCase{"sftp", env.SSHD, ""}
+	name := fmt.Sprintf("wat-%d.bin", os.Getpid())
+	src, _ := testbed.RandomFile(t, t.TempDir(), 3<<20)
+	cl := openClient(t, env, c, transfer.Config{})
+	if _, err := cl.Upload(context.Background(), src, name); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(c.srv.LocalPath(name)) })
+	var w plainWriterAt
+	res, err := cl.DownloadTo(context.Background(), name, &w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := os.ReadFile(src)
+	if !bytes.Equal(w.b, want) {
+		t.Fatal("content differs")
+	}
+	if res.Verified == "size" || res.Verified == "" {
+		t.Errorf("verified by %q, want a hash", res.Verified)
+	}
+}
+
+// TestUploadStream: an io.Reader (a pipe) uploads and is verified by the
+// server's hash on proftpd (HASH) and OpenSSH (exec), by size on vsftpd.
+func TestUploadStream(t *testing.T) {
+	env := testbed.Require(t)
+	for _, c := range []clientCase{{"ftp", env.VsftpdPlain, ""}, {"ftp", env.Proftpd, ""}, {"sftp", env.SSHD, ""}} {
+		t.Run(c.srv.Name, func(t *testing.T) {
+			name := fmt.Sprintf("stream-%d.bin", os.Getpid())
+			t.Cleanup(func() { os.Remove(c.srv.LocalPath(name)) })
+			want := bytes.Repeat([]byte("haul stream "), 200000)
+			pr, pw := io.Pipe()
+			go func() { _, err := pw.Write(want); pw.CloseWithError(err) }()
+			cl := openClient(t, env, c, transfer.Config{})
+			res, err := cl.UploadStream(context.Background(), pr, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := os.ReadFile(c.srv.LocalPath(name))
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("remote content differs (%v)", err)
+			}
+			t.Logf("verified by %s", res.Verified)
 		})
 	}
 }
