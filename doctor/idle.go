@@ -165,7 +165,7 @@ func (d *doc) idleFinding(id, what string, r idleResult) Finding {
 		f.Status = Fail
 		f.Data["seconds"] = seconds(r.at)
 		f.Data["low_seconds"], f.Data["high_seconds"] = seconds(r.lo), seconds(r.hi)
-		f.Summary = fmt.Sprintf("something on the path silently drops a %s idle for about %.1fs (between %.1fs and %.1fs): a NAT or firewall idle timeout", what, seconds(r.at), seconds(r.lo), seconds(r.hi))
+		f.Summary = fmt.Sprintf("something on the path silently drops an idle %s after about %.1fs (between %.1fs and %.1fs): a NAT or firewall idle timeout", what, seconds(r.at), seconds(r.lo), seconds(r.hi))
 		f.Evidence = r.evidence + " (no reply, no reset: the classic NAT/firewall timeout behind 426 and \"connection reset\" on long transfers)"
 		fix := fmt.Sprintf("network: raise the NAT/firewall idle timeout above the longest transfer; haul: keepalive every %.0fs or less (Config.KeepAlive; now %v) and --stall-timeout below %.0fs", max(1, seconds(r.lo)/2), ka, max(1, seconds(r.lo)))
 		f.Fix = fix

@@ -33,8 +33,14 @@ func (d *doc) runSFTP(ctx context.Context) {
 		return
 	}
 	defer func() { _ = s.Close() }()
-	d.rep.add(Finding{ID: "login", Status: OK, Summary: fmt.Sprintf("host key verified; logged in as %s in %v (one attempt)", d.user(), time.Since(start).Round(time.Millisecond)),
-		Evidence: "a rejected login is never retried by haul, nor probed by doctor (no wrong password is sent)"})
+	login := Finding{ID: "login", Status: OK, Summary: fmt.Sprintf("host key verified; logged in as %s in %v (one attempt)", d.user(), time.Since(start).Round(time.Millisecond)),
+		Evidence: "a rejected login is never retried by haul, nor probed by doctor (no wrong password is sent)"}
+	if d.cfg.InsecureIgnoreHostKey {
+		login.Status = Warn
+		login.Summary = fmt.Sprintf("host key NOT checked (--insecure-host-key): anyone on the path could pose as the server; logged in as %s in %v (one attempt)", d.user(), time.Since(start).Round(time.Millisecond))
+		login.Fix = "drop --insecure-host-key; record the key once with --accept-new-host-key after checking its fingerprint"
+	}
+	d.rep.add(login)
 	d.sftpInfo(ctx, s)
 	d.sftpRTT(ctx, s)
 	file, size := d.readable(ctx, s)
@@ -88,7 +94,7 @@ func (d *doc) runSFTP(ctx context.Context) {
 			}
 			return o
 		})
-		d.rep.add(d.idleFinding("idle-control", "SFTP connection", r))
+		d.rep.add(d.idleFinding("idle-control", "SSH connection", r))
 	}
 	d.segments()
 }

@@ -182,8 +182,24 @@ func TestDoctorLimitedServer(t *testing.T) {
 	t.Parallel()
 	env := testbed.Require(t)
 	srv := env.VsftpdLimited
+	// A file larger than the socket buffers, so that a download left
+	// unread makes the server's writes block (its data timeout).
+	name := fmt.Sprintf("doctor-stall-%d.bin", time.Now().UnixNano())
+	local := filepath.Join(srv.Root, name)
+	f, err := os.Create(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(local) })
+	if err := f.Truncate(40 << 20); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte("not all zeros"), 20<<20); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
 	rep := runDoctor(t, doctorURL(env, "ftp", srv.Addr()), doctorConfig(t, env, "ftp"),
-		doctor.Options{ProbeLimit: 8, ProbeIdle: 20 * time.Second})
+		doctor.Options{ProbeLimit: 8, ProbeIdle: 20 * time.Second, ReadPath: name})
 	lim := mustFind(t, rep, "conn-limit")
 	want := env.LimitedMaxPerIP
 	if want == 0 {
@@ -206,6 +222,19 @@ func TestDoctorLimitedServer(t *testing.T) {
 	}
 	if !strings.Contains(idle.Fix, "idle_session_timeout") {
 		t.Errorf("idle-control fix %q should name idle_session_timeout", idle.Fix)
+	}
+	// vsftpd's data_connection_timeout T fires between T and 2T after the
+	// last byte moved (its alarm checks for progress every T).
+	data := mustFind(t, rep, "idle-data")
+	dt := env.LimitedDataTimeout.Seconds()
+	if dt == 0 {
+		dt = 3
+	}
+	if got, _ := data.Data["seconds"].(float64); data.Status != doctor.Warn || got < dt-1 || got > 2*dt+2 {
+		t.Errorf("idle-data: %s %q (%v s), want the server's data timeout (%v s, fired within [%v, %v] s)", data.Status, data.Summary, got, dt, dt, 2*dt)
+	}
+	if !strings.Contains(data.Fix, "--stall-timeout") || !strings.Contains(data.Fix, "data_connection_timeout") {
+		t.Errorf("idle-data fix %q should name --stall-timeout and data_connection_timeout", data.Fix)
 	}
 }
 
@@ -238,6 +267,30 @@ func TestDoctorNATIdleDrop(t *testing.T) {
 	}
 	if !rep.Failed() {
 		t.Error("report does not fail")
+	}
+}
+
+// TestDoctorNATIdleDropSFTP: the same silent drop in front of OpenSSH,
+// with SSH keepalives off in the probe connections.
+func TestDoctorNATIdleDropSFTP(t *testing.T) {
+	t.Parallel()
+	env := testbed.Require(t)
+	srv := env.SSHD
+	p, err := faultproxy.NewLoopback(env.Host, srv.Port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = p.Close() })
+	const drop = 4 * time.Second
+	p.SetIdleDrop(drop)
+	cfg := doctorConfig(t, env, "sftp")
+	// The proxy may listen on an address known_hosts does not name.
+	cfg.KnownHostsFile, cfg.InsecureIgnoreHostKey = "", true
+	rep := runDoctor(t, doctorURL(env, "sftp", p.Addr(srv.Port)), cfg, doctor.Options{ProbeIdle: 10 * time.Second})
+	idle := mustFind(t, rep, "idle-control")
+	got := dataFloat(t, idle, "seconds")
+	if idle.Data["kind"] != "silent" || idle.Status != doctor.Fail || math.Abs(got-drop.Seconds()) > 2 {
+		t.Errorf("idle-control: %s %q (%v s, kind %v), want a silent drop at %v within 2 s", idle.Status, idle.Summary, got, idle.Data["kind"], drop)
 	}
 }
 
