@@ -78,7 +78,9 @@ func (d *doc) runFTP(ctx context.Context) {
 	if d.opts.WriteDir != "" {
 		wrote = d.ftpWriteTest(ctx, s, mode, feats)
 		if file == "" && wrote != "" {
-			file, size = wrote, testFileSize
+			if fi, err := s.Stat(ctx, wrote); err == nil && fi.Size >= 2*windowSize {
+				file, size = wrote, fi.Size
+			}
 		}
 	}
 	d.ftpResume(ctx, s, mode, file, size)

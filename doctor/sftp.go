@@ -48,14 +48,16 @@ func (d *doc) runSFTP(ctx context.Context) {
 	if d.opts.WriteDir != "" {
 		wrote = d.sftpWriteTest(ctx, s)
 		if file == "" && wrote != "" {
-			file, size = wrote, testFileSize
+			if fi, err := s.Stat(ctx, wrote); err == nil && fi.Size >= 2*windowSize {
+				file, size = wrote, fi.Size
+			}
 		}
 	}
 	d.sftpResume(ctx, s, file, size)
 	if file != "" {
 		n := min(size, throughputMax)
 		t := time.Now()
-		if got, err := readRange(ctx, s, file, 0, n); err == nil {
+		if got, err := readRange(ctx, s, file, 0, n); err == nil && len(got) > 0 {
 			d.throughputFinding(int64(len(got)), time.Since(t))
 		}
 	}
@@ -150,7 +152,7 @@ func (d *doc) sftpInfo(ctx context.Context, s *psftp.Session) {
 	case len(in.CheckFile) > 0:
 		v.Summary = fmt.Sprintf("haul verifies with the check-file extension (%s, byte ranges)", strings.Join(in.CheckFile, ", "))
 	case len(in.Exec) > 0:
-		v.Summary = fmt.Sprintf("no check-file; exec is allowed: haul verifies by running %s over SSH", strings.Join(in.Exec, ", "))
+		v.Summary = fmt.Sprintf("no check-file; exec is allowed: haul verifies by running a hash command over SSH (%s, fastest first)", strings.Join(in.HashAlgorithms, ", "))
 		v.Evidence = "turn it off with --no-exec-hash"
 	case in.ExecHashOff:
 		v.Status, v.Summary = Info, "no check-file, exec hashing off (--no-exec-hash): haul verifies by size"
