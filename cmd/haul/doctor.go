@@ -33,13 +33,29 @@ Read-only by default. --write-test DIR writes, resumes, renames and removes a sm
 DIR; --probe-idle D holds connections idle up to D to find idle timeouts; --probe-limit N
 opens up to N connections to find the server's limit. Exit: 0 nothing failed, 1 a finding
 failed, 3 login rejected or server identity not verified, 2 usage.`,
-		Args: exactArgs(1),
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 1 {
+				return &usageError{msg: fmt.Sprintf("doctor wants one URL, got %d arguments", len(args))}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, a []string) error {
 			*exit = runDoctor(cmd, f, opts, a[0], stdout, stderr)
 			return nil
 		},
 	}
 	fl := cmd.Flags()
+	fl.SortFlags = false
+	// Login and server identity, as for put and get.
+	fl.StringVar(&f.passwordFile, "password-file", "", "read the password from this file (when the URL has none; before HAUL_PASSWORD, then ~/.netrc)")
+	fl.StringVar(&f.identity, "identity", "", "SSH private key file (sftp:// only)")
+	fl.StringVar(&f.knownHosts, "known-hosts", "", "known_hosts file (sftp:// only; default ~/.ssh/known_hosts)")
+	fl.BoolVar(&f.acceptNewKey, "accept-new-host-key", false, "trust and record the host key of a server the known_hosts file does not know yet (sftp:// only; a changed key is still refused)")
+	fl.BoolVar(&f.insecureHostKey, "insecure-host-key", false, "accept any SSH host key (sftp:// only; unsafe: the report says so)")
+	fl.StringVar(&f.caFile, "ca-file", "", "PEM file of CA certificates trusted (ftps:// and ftps+implicit:// only; default: system roots)")
+	fl.BoolVar(&f.noExecHash, "no-exec-hash", false, "never run a hash command over SSH (sftp:// only; the report then says what verification remains)")
+	fl.DurationVar(&f.timeout, "timeout", 0, "give up after this long in total, positive (default: no limit beyond each probe's own bounds)")
+	// The probes.
 	fl.StringVar(&opts.WriteDir, "write-test", "", "write, resume, rename and remove a small test file in this remote directory (the only probe that writes)")
 	fl.StringVar(&opts.ReadPath, "read-file", "", "remote file to read for the resume and throughput probes (default: the largest file of the login directory)")
 	fl.DurationVar(&opts.ProbeIdle, "probe-idle", 0, fmt.Sprintf("hold connections idle up to this long (at most %v) to find the server's and the path's idle timeouts", doctor.MaxProbeIdle))
@@ -68,6 +84,9 @@ func runDoctor(cmd *cobra.Command, f *flags, opts doctor.Options, rawURL string,
 	}
 	if cmd.Flags().Changed("probe-limit") && (opts.ProbeLimit < 1 || opts.ProbeLimit > doctor.MaxProbeLimit) {
 		return fail(&usageError{msg: fmt.Sprintf("--probe-limit %d: want 1 to %d", opts.ProbeLimit, doctor.MaxProbeLimit)})
+	}
+	if f.verify == "" {
+		f.verify = "auto"
 	}
 	cfg, err := f.config(stderr)
 	if err != nil {
