@@ -264,7 +264,7 @@ func (a *app) batch(cmd *cobra.Command, op string, sources []string, dest string
 		return &usageError{msg: "--skip: " + err.Error()}
 	}
 	u := unitsFor(f.limitRate)
-	disp := newDisplay(a.stderr, !f.quiet && !f.jsonOut && isTerminal(a.stderr), u, f.verbose, f.quiet)
+	disp := newDisplay(a.stderr, !f.quiet && isTerminal(a.stderr), u, f.verbose, f.quiet)
 	disp.multi = true
 	cfg, err := a.login(f, ep, disp)
 	if err != nil {

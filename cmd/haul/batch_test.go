@@ -324,13 +324,13 @@ func TestBatchViewLines(t *testing.T) {
 	}
 }
 
-// lockedWriter is a writer safe for the display's goroutines.
-type lockedWriter struct {
+// lockedBuffer is a buffer safe for the display's goroutines.
+type lockedBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
+func (w *lockedBuffer) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
@@ -340,7 +340,7 @@ func (w *lockedWriter) Write(p []byte) (int, error) {
 // and ends of files: no deadlock between the bars' decorators (which take
 // the views' locks) and calls on the bars, and every bar ends.
 func TestDisplayBarsUnderLoad(t *testing.T) {
-	var w lockedWriter
+	var w lockedBuffer
 	d := newDisplay(&w, true, units{}, 1, false, mpb.WithAutoRefresh(), mpb.WithRefreshRate(time.Millisecond))
 	d.multi = true
 	b := d.batch()

@@ -159,7 +159,7 @@ func (a *app) commands() *cobra.Command {
 	}
 	root.SetVersionTemplate("haul {{.Version}}\n")
 	pf := root.PersistentFlags()
-	pf.BoolVar(&f.jsonOut, "json", false, "print the result as JSON on stdout, no bar: one object; a batch, one line per file and a summary line")
+	pf.BoolVar(&f.jsonOut, "json", false, "print the result as JSON on stdout (the bar, on a terminal, stays on stderr): one object; a batch, one line per file and a summary line")
 	pf.BoolVarP(&f.quiet, "quiet", "q", false, "no bar, no reconnect or summary lines: errors only")
 	pf.CountVarP(&f.verbose, "verbose", "v", "-v: also each attempt, the verification and the engine's log; -vv: also the protocol trace")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{msg: err.Error()} })

@@ -103,6 +103,7 @@ type reportError struct {
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := a.commands()
+	root.AddCommand(newDemoCmd(stdout, stderr))
 	doctorExit := -1
 	root.AddCommand(newDoctorCmd(&a.f, stdout, stderr, &doctorExit))
 	root.SetArgs(args)
@@ -112,7 +113,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if doctorExit >= 0 {
 		return doctorExit
 	}
-	if err != nil && a.rep.Op == "" && !isUsage(err) {
+	if err != nil && a.rep.Op == "" && !isUsage(err) && !errors.As(err, new(*demoError)) {
 		err = &usageError{msg: err.Error()} // unknown command and the like
 	}
 	code, kind := classify(err)
@@ -172,7 +173,7 @@ func (a *app) transfer(cmd *cobra.Command, op, local, rawURL string) error {
 		return err
 	}
 	u := unitsFor(f.limitRate)
-	disp := newDisplay(stderr, !f.quiet && !f.jsonOut && isTerminal(stderr), u, f.verbose, f.quiet)
+	disp := newDisplay(stderr, !f.quiet && isTerminal(stderr), u, f.verbose, f.quiet)
 	cfg, err := a.login(f, ep, disp)
 	if err != nil {
 		return err
