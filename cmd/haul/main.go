@@ -104,10 +104,15 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr}
 	root := a.commands()
 	root.AddCommand(newDemoCmd(stdout, stderr))
+	doctorExit := -1
+	root.AddCommand(newDoctorCmd(&a.f, stdout, stderr, &doctorExit))
 	root.SetArgs(args)
 	root.SetOut(stdout) // help, --version, completion scripts
 	root.SetErr(stderr)
 	err := root.Execute()
+	if doctorExit >= 0 {
+		return doctorExit
+	}
 	if err != nil && a.rep.Op == "" && !isUsage(err) && !errors.As(err, new(*demoError)) {
 		err = &usageError{msg: err.Error()} // unknown command and the like
 	}
