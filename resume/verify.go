@@ -225,6 +225,12 @@ func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path
 	}
 	localSum := make(chan sum, 1)
 	go func() {
+		if s, ok := local.(Summer); ok {
+			if b, ok := s.Sum(algo); ok {
+				localSum <- sum{b, nil}
+				return
+			}
+		}
 		b, err := hashLocal(local, algo, 0, size)
 		localSum <- sum{b, err}
 	}()
@@ -339,4 +345,43 @@ func (a *attempt) hashProves(ctx context.Context, sess protocol.Session, path st
 		return false, err
 	}
 	return bytes.Equal(got, want), nil
+}
+
+// Summer is implemented by a download's destination that hashed its
+// bytes as they were written and may not be read back whole (a plain
+// io.WriterAt behind an adapter): Sum returns the hash of all its bytes
+// by algo (a protocol.NewHash name), or false when it has none, and
+// verification then reads the destination as usual.
+type Summer interface {
+	Sum(algo string) ([]byte, bool)
+}
+
+// SameContent reports whether the remote path holds exactly the size
+// bytes of local, by a hash the server computes (the first algorithm
+// both sides know), and names it. A remote file of another size is not
+// the same; a session that cannot hash fails with protocol.ErrUnsupported.
+// It reads local whole.
+func SameContent(ctx context.Context, sess protocol.Session, path string, local io.ReaderAt, size int64) (method string, same bool, err error) {
+	fi, err := sess.Stat(ctx, path)
+	if err != nil {
+		return "", false, err
+	}
+	if fi.IsDir || fi.Size != size {
+		return "size", false, nil
+	}
+	h, algo, ok := hasherFor(sess)
+	if !ok {
+		return "", false, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported, Err: errors.New("the server offers no hash this client knows")}
+	}
+	hctx, cancel := context.WithTimeout(ctx, hashBudget(DefaultStallTimeout, size))
+	defer cancel()
+	got, err := h.Hash(hctx, path, algo, 0, size)
+	if err != nil {
+		return "", false, err
+	}
+	want, err := hashLocal(local, algo, 0, size)
+	if err != nil {
+		return "", false, err
+	}
+	return algo, bytes.Equal(got, want), nil
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/openhaul/haul/protocol"
 	"github.com/openhaul/haul/resume"
 )
@@ -22,6 +24,13 @@ import (
 //     and a new one dialled. A session on which a call failed (other than
 //     by an answer such as "no such file") is closed, not pooled.
 //   - A session idle for Config.IdleTimeout is closed.
+//   - Until a first login succeeds, one session is dialled at a time. A
+//     rejected login or host key is never tried again by this Client:
+//     every later call fails with the same error (open a new Client with
+//     new credentials).
+//   - A server that refuses a connection for having too many (FTP 421
+//     before the login) lowers the cap to the sessions it accepted; the
+//     call waits for one of them instead of failing.
 //
 // Every call runs on pooled sessions: Upload and Download keep every
 // guarantee they have without a pool (resume at a proven offset,
@@ -44,6 +53,10 @@ type Client struct {
 	// context derives from it.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	// limit paces every transfer of the Client together
+	// (Config.RateLimit), or is nil.
+	limit *rate.Limiter
 
 	mu     sync.Mutex
 	closed bool
@@ -102,7 +115,21 @@ func newClient(ep Endpoint, cfg Config, dial protocol.Dialer) *Client {
 	c := &Client{ep: ep, cfg: cfg}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.pool = newPool(dial, cfg.maxConns(), cfg.idleTimeout(), min(checkTimeout, cfg.dialTimeout()), cfg.Logger)
+	if cfg.RateLimit > 0 {
+		burst := int(min(max(cfg.RateLimit/10, 32<<10), 1<<20))
+		c.limit = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
+	}
 	return c
+}
+
+// engine returns the engine's configuration for a transfer of the remote
+// file path, sharing the Client's rate limit.
+func (c *Client) engine(path string) resume.Config {
+	e := c.cfg.engine(path)
+	if c.limit != nil {
+		e.Limiter = c.limit
+	}
+	return e
 }
 
 // checkTimeout bounds the health check of a pooled session before reuse

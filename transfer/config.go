@@ -166,8 +166,9 @@ type Config struct {
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means resume.DefaultMinSegmentSize (32 MiB).
 	MinSegmentSize int64
-	// RateLimit caps throughput in bytes per second, all connections
-	// together. Zero means no limit.
+	// RateLimit caps the Client's throughput in bytes per second: all its
+	// transfers and their connections together (the workers of a batch
+	// share it). Zero means no limit.
 	RateLimit int64
 
 	// Logger receives structured logs. Nil means none.

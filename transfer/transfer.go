@@ -121,6 +121,29 @@ func Get(ctx context.Context, rawURL, localPath string, cfg Config) (Result, err
 // Config.MaxConns are in use) and dials, once per attempt at most, only
 // when none is fit.
 func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Result, error) {
+	return c.upload(ctx, localPath, remotePath, callOpts{})
+}
+
+// callOpts overrides the Client's configuration for one call (a file of a
+// batch).
+type callOpts struct {
+	// progress replaces Config.Progress when set.
+	progress func(done, total int64)
+	// segments replaces Config.Segments when non-zero.
+	segments int
+}
+
+func (o callOpts) apply(e resume.Config) resume.Config {
+	if o.progress != nil {
+		e.Progress = o.progress
+	}
+	if o.segments != 0 {
+		e.Segments = o.segments
+	}
+	return e
+}
+
+func (c *Client) upload(ctx context.Context, localPath, remotePath string, o callOpts) (Result, error) {
 	target, err := RemotePath(localPath, remotePath)
 	if err != nil {
 		return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
@@ -131,7 +154,7 @@ func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 		return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 	}
 	defer f.Close()
-	ecfg := c.cfg.engine(remotePath)
+	ecfg := o.apply(c.engine(remotePath))
 	if !c.cfg.DirectUpload {
 		ecfg.TempPath = remotePath + c.cfg.partSuffix()
 	}
@@ -152,6 +175,10 @@ func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 // fifo, socket, directory or symbolic link) fails with ErrNotRegular
 // before any connection is made. Sessions as for Upload.
 func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
+	return c.download(ctx, remotePath, localPath, callOpts{})
+}
+
+func (c *Client) download(ctx context.Context, remotePath, localPath string, o callOpts) (Result, error) {
 	fail := func(err error) (Result, error) {
 		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
@@ -185,7 +212,7 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 		}
 		return fail(err)
 	}
-	ecfg := c.cfg.engine(remotePath)
+	ecfg := o.apply(c.engine(remotePath))
 	ecfg.StatePath = state
 	res, err := c.transfer(ctx, "download", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Download(ctx, dial, remotePath, f, ecfg)
@@ -216,15 +243,8 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 // uploadStatePath names the state file of a segmented upload of localPath
 // to remotePath on this server, or "" when there is no state directory.
 func (c *Client) uploadStatePath(localPath, remotePath string) string {
-	dir := c.cfg.StateDir
-	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(cache, "haul")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := c.stateDir()
+	if err != nil {
 		return ""
 	}
 	abs, err := filepath.Abs(localPath)
@@ -233,6 +253,43 @@ func (c *Client) uploadStatePath(localPath, remotePath string) string {
 	}
 	key := sha256.Sum256([]byte(c.ep.Scheme + "\x00" + c.ep.User + "@" + c.ep.Addr() + "\x00" + remotePath + "\x00" + abs))
 	return filepath.Join(dir, "upload-"+hex.EncodeToString(key[:12])+".json")
+}
+
+// stateDir returns Config.StateDir, or the user's cache directory's
+// "haul", made (private) if missing.
+func (c *Client) stateDir() (string, error) {
+	dir := c.cfg.StateDir
+	if dir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(cache, "haul")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// sameContent compares a remote file with a local one by a server-side
+// hash (see resume.SameContent), on a pooled session.
+func (c *Client) sameContent(ctx context.Context, remotePath, localPath string) (method string, same bool, err error) {
+	f, err := openSource(localPath)
+	if err != nil {
+		return "", false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", false, err
+	}
+	err = c.remote(ctx, "hash", remotePath, func(ctx context.Context, s protocol.Session) error {
+		var err error
+		method, same, err = resume.SameContent(ctx, s, remotePath, f, fi.Size())
+		return err
+	})
+	return method, same, err
 }
 
 func ftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
@@ -311,6 +368,8 @@ func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 	}
 	if ka := cfg.keepAlive(); ka > 0 {
 		opts = append(opts, psftp.WithKeepAlive(ka))
+	} else {
+		opts = append(opts, psftp.WithKeepAlive(0)) // negative: off, as Config says
 	}
 	if cfg.NoExecHash {
 		opts = append(opts, psftp.WithExecHash(false))
