@@ -15,8 +15,8 @@ build:
 test:
 	GO="$(GO)" $(TESTBED)/test-all.sh
 
-## unit: go test without servers: the integration tests skip (one line per
-## package) even when a test bed is running (HAUL_TESTBED_OFF=1).
+## unit: go test without servers: the integration package runs no test (one
+## line: [no tests to run]) even when a test bed is running (HAUL_TESTBED_OFF=1).
 unit:
 	@echo "make unit: no servers (HAUL_TESTBED_OFF=1): the integration package shows [no tests to run]; make test runs it"
 	HAUL_TESTBED_OFF=1 $(GO) test -race -count=1 ./...
