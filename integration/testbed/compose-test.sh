@@ -116,12 +116,17 @@ fi
 # ---- 3. up -----------------------------------------------------------------------
 export HAUL_TESTBED_STATE="$STATE" HAUL_TESTBED_HOST="$HOST" HAUL_TESTBED_KEEP_STATE=1
 # The data roots are shared with the tests, which give files to the test
-# user by name: the container's user gets this machine's ids, if it has one.
-if id "${HAUL_TESTBED_USER:-haultest}" >/dev/null 2>&1; then
-  HAUL_TESTBED_UID=$(id -u "${HAUL_TESTBED_USER:-haultest}")
-  HAUL_TESTBED_GID=$(id -g "${HAUL_TESTBED_USER:-haultest}")
-  export HAUL_TESTBED_UID HAUL_TESTBED_GID
+# user by name: the container's user gets this machine's ids. A machine
+# without that user (make test's up.sh creates it) gets it, without a shell
+# or home, as up.sh would.
+tuser="${HAUL_TESTBED_USER:-haultest}"
+if ! id "$tuser" >/dev/null 2>&1; then
+  log "creating user $tuser (no login) for the ids of the test bed's files"
+  useradd -M -d /nonexistent -s /usr/sbin/nologin "$tuser"
 fi
+HAUL_TESTBED_UID=$(id -u "$tuser")
+HAUL_TESTBED_GID=$(id -g "$tuser")
+export HAUL_TESTBED_UID HAUL_TESTBED_GID
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$REPO/docker-compose.yml" "$@"; }
 
 # Mounts at or under $STATE, deepest first.
