@@ -64,10 +64,10 @@ if ! id "$U" >/dev/null 2>&1; then
   # the machine that runs the tests, which shares the data roots.
   ids=()
   if [[ -n ${HAUL_TESTBED_GID:-} ]]; then
-    getent group "$U" >/dev/null || groupadd -g "$HAUL_TESTBED_GID" "$U"
+    getent group "$HAUL_TESTBED_GID" >/dev/null || groupadd -g "$HAUL_TESTBED_GID" "$U"
     ids+=(-g "$HAUL_TESTBED_GID")
   fi
-  if [[ -n ${HAUL_TESTBED_UID:-} ]]; then ids+=(-u "$HAUL_TESTBED_UID"); fi
+  if [[ -n ${HAUL_TESTBED_UID:-} ]]; then ids+=(-o -u "$HAUL_TESTBED_UID"); fi
   useradd -M -d "$ROOTS/pure-ftpd" -s /bin/bash "${ids[@]}" "$U"
 fi
 # pure-ftpd (-A) chroots into the home directory: make it the pure-ftpd root.
