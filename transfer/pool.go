@@ -137,6 +137,14 @@ func (p *pool) popIdle() protocol.Session {
 // that fails the check is closed. The dialer's error is returned as it is:
 // a rejected login must read exactly as without a pool.
 func (p *pool) session(ctx context.Context, sl *slot) (protocol.Session, error) {
+	return p.sessionFor(ctx, sl, false)
+}
+
+// sessionFor is session; waitBusy also waits (250 ms doubling, bounded)
+// for a server that refuses a connection for having too many while the
+// pool holds none of its connections (other clients do). Transfers do
+// not wait so: the engine retries with its own backoff, in its events.
+func (p *pool) sessionFor(ctx context.Context, sl *slot, waitBusy bool) (protocol.Session, error) {
 	if sl.s == nil {
 		p.mu.Lock()
 		if sl.s = p.popIdle(); sl.s != nil {
@@ -165,6 +173,9 @@ func (p *pool) session(ctx context.Context, sl *slot) (protocol.Session, error) 
 			return nil, err
 		}
 		if !p.shrink(ctx, sl) {
+			if !waitBusy {
+				return nil, err
+			}
 			// No session of ours holds the server's slots: someone
 			// else's do. Wait a little for one to free.
 			t := time.NewTimer(min(250*time.Millisecond<<tries, 4*time.Second))

@@ -90,7 +90,7 @@ func (c *Client) remote(ctx context.Context, op, p string, fn func(ctx context.C
 	if err != nil {
 		return &protocol.Error{Op: op, Path: p, Err: err}
 	}
-	s, err := c.pool.session(ctx, sl)
+	s, err := c.pool.sessionFor(ctx, sl, true)
 	if err != nil {
 		c.pool.put(sl, false)
 		return err
