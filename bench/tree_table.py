@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""Turn bench/tree.sh's raw runs into its tables (standard library only).
+
+Usage: tree_table.py tree RUNS_TSV HEADER OPS PEERS HAUL_BATCH
+       tree_table.py rss  RUNS_TSV HEADER TARGET_MIB HAUL_BATCH
+  RUNS_TSV  tab-separated lines: set kind round op tool secs status note
+            logins other bytes rewritten load1 rss_kib ("-" where unknown);
+            set is "tree" or "rss", kind "run" (from an empty destination)
+            or "rerun" (on the complete tree the tool's last run left).
+  OPS, PEERS  space-separated, in table order.
+  HAUL_BATCH  1 when the haul build has put -r/--parallel, else its rows
+            read "n/a (no batch mode in this build)".
+
+tree: per op, each tool's median seconds over its good runs (min-max), the
+ratio faster peer / haul of those medians (> 1: haul is faster), logins per
+run (median, and the range when it varies); then the rerun rows: seconds,
+bytes on the wire, files written again; then every run.
+rss: per tool, peak RSS of every round, median and max, against the target.
+"""
+
+import statistics
+import sys
+
+NA = "n/a (no batch mode in this build)"
+
+
+def load(path, want_set):
+    runs = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            p = line.rstrip("\n").split("\t")
+            if len(p) != 14 or p[0] != want_set:
+                continue
+            runs.append(dict(zip(
+                ("set", "kind", "round", "op", "tool", "secs", "status", "note",
+                 "logins", "other", "bytes", "rewritten", "load", "rss"), p)))
+    return runs
+
+
+def med(xs):
+    return statistics.median(xs) if xs else None
+
+
+def fmt_secs(xs):
+    if not xs:
+        return "x"
+    m = med(xs)
+    if len(xs) == 1:
+        return "%.2f" % m
+    return "%.2f (%.2f-%.2f)" % (m, min(xs), max(xs))
+
+
+def fmt_count(xs):
+    if not xs:
+        return "-"
+    lo, hi = min(xs), max(xs)
+    return "%d" % lo if lo == hi else "%d-%d" % (lo, hi)
+
+
+def fmt_bytes(n):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return "%.1f %s" % (n / size, unit)
+    return "%d B" % n
+
+
+def render(rows):
+    """rows: list of lists of str, the first the header; a markdown table."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for k, r in enumerate(rows):
+        out.append("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+        if k == 0:
+            out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(out)
+
+
+def tree(path, header, ops, peers, batch):
+    runs = load(path, "tree")
+    tools = peers + ["haul"]
+    print(header)
+    print("seconds: median over good runs (min-max), wall time from process start to exit;"
+          " ratio: faster peer's median / haul's median (> 1: haul is faster)")
+    print("logins per run: FTP = vsftpd sessions that answered '230 Login successful.' and"
+          " named this bench's directory; SFTP = every 'Accepted password/publickey' line"
+          " of sshd's log during the run (the shared test bed's other users included)")
+    print()
+    head = ["op"] + ["%s s" % t for t in tools] + ["haul vs faster peer"] + \
+        ["logins %s" % t for t in tools]
+    rows = [head]
+    for op in ops:
+        secs, logins = {}, {}
+        for t in tools:
+            good = [r for r in runs if r["kind"] == "run" and r["op"] == op and r["tool"] == t and r["status"] == "ok"]
+            secs[t] = [float(r["secs"]) for r in good]
+            logins[t] = [int(r["logins"]) for r in good if r["logins"].isdigit()]
+        meds = {t: med(secs[t]) for t in peers if secs[t]}
+        row = [op] + [fmt_secs(secs[t]) for t in peers]
+        if batch:
+            row.append(fmt_secs(secs["haul"]))
+            if meds and secs["haul"]:
+                best = min(meds, key=meds.get)
+                row.append("%.2fx (vs %s)" % (meds[best] / med(secs["haul"]), best))
+            else:
+                row.append("-")
+        else:
+            row += ["n/a", NA]
+        row += [fmt_count(logins[t]) for t in peers] + [fmt_count(logins["haul"]) if batch else "n/a"]
+        rows.append(row)
+    print(render(rows))
+
+    reruns = [r for r in runs if r["kind"] == "rerun"]
+    if reruns:
+        print()
+        print("rerun on a complete tree (the tool's last run left it; haul keeps that run's cache dir):"
+              " bytes = data bytes on FTP (vsftpd's UPLOAD/DOWNLOAD lines),"
+              " SSH bytes incl. protocol on SFTP (sshd's 'Transferred:' lines);"
+              " rewritten = files whose inode, size or mtime changed")
+        print()
+        rows = [["op", "tool", "rerun s", "bytes", "files rewritten", "logins", "status"]]
+        for op in ops:
+            for t in tools:
+                rs = [r for r in reruns if r["op"] == op and r["tool"] == t]
+                if t == "haul" and not batch:
+                    rows.append([op, t, "n/a", "", "", "", NA])
+                    continue
+                if not rs:
+                    continue
+                good = [r for r in rs if r["status"] == "ok"]
+                rows.append([
+                    op, t, fmt_secs([float(r["secs"]) for r in good]),
+                    fmt_bytes(statistics.median([float(r["bytes"]) for r in rs])),
+                    fmt_count([int(r["rewritten"]) for r in rs if r["rewritten"].isdigit()]),
+                    fmt_count([int(r["logins"]) for r in rs if r["logins"].isdigit()]),
+                    ",".join(sorted({r["status"] for r in rs})),
+                ])
+        print(render(rows))
+
+    print()
+    print("every run (s, logins; x = failed):")
+    for op in ops:
+        for t in tools:
+            rs = [r for r in runs if r["kind"] == "run" and r["op"] == op and r["tool"] == t]
+            if not rs:
+                continue
+            cells = ["%s%s/%s" % ("%.2f" % float(r["secs"]) if r["status"] == "ok" else "x",
+                                  "" if r["status"] == "ok" else "(%.1f)" % float(r["secs"]), r["logins"]) for r in rs]
+            print("  %-9s %-7s %s   load %s" % (op, t, "  ".join(cells), " ".join(r["load"] for r in rs)))
+    notes(runs)
+
+
+def notes(runs):
+    ns = []
+    for r in runs:
+        if r["status"] != "ok" or r["note"] not in ("-", ""):
+            ns.append("%s %s round %s %s %s: %s %s" % (r["set"], r["kind"], r["round"], r["op"], r["tool"],
+                                                       r["status"], r["note"]))
+        if r["other"] not in ("-", "0", ""):
+            ns.append("%s %s round %s %s %s: %s other session(s) logged in during the run (not counted)" % (
+                r["set"], r["kind"], r["round"], r["op"], r["tool"], r["other"]))
+    if ns:
+        print()
+        print("notes:")
+        for n in ns:
+            print("  " + n)
+
+
+def rss(path, header, target, batch):
+    runs = load(path, "rss")
+    print(header)
+    print("target for haul: <= %d MiB" % target)
+    print()
+    rows = [["tool", "peak RSS MiB (median)", "max", "every round", "s (median)", "target"]]
+    for t in ("rclone", "haul"):
+        rs = [r for r in runs if r["tool"] == t]
+        if t == "haul" and not batch:
+            rows.append(["haul", "n/a", "", "", "", NA])
+            continue
+        if not rs:
+            continue
+        good = [r for r in rs if r["status"] == "ok" and r["rss"].isdigit()]
+        mib = [int(r["rss"]) / 1024 for r in good]
+        every = " ".join("%.0f" % (int(r["rss"]) / 1024) if (r["status"] == "ok" and r["rss"].isdigit()) else "x"
+                         for r in rs)
+        verdict = "-"
+        if t == "haul" and mib:
+            verdict = "met" if max(mib) <= target else "MISSED"
+        rows.append([t, "%.0f" % med(mib) if mib else "x", "%.0f" % max(mib) if mib else "x", every,
+                     "%.2f" % med([float(r["secs"]) for r in good]) if good else "x", verdict])
+    print(render(rows))
+    notes(runs)
+
+
+def main(argv):
+    if len(argv) == 7 and argv[1] == "tree":
+        tree(argv[2], argv[3], argv[4].split(), argv[5].split(), argv[6] == "1")
+    elif len(argv) == 6 and argv[1] == "rss":
+        rss(argv[2], argv[3], int(argv[4]), argv[5] == "1")
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
