@@ -116,6 +116,7 @@ RUNS_TSV=$W/runs.tsv RUNLOG=$W/runs.log
 MISMATCH=0
 
 cleanup() {
+  declare -F net_cleanup >/dev/null && net_cleanup
   rm -rf "${VSFTPD_ROOT:?}/$RBASE" "${SSHD_HOME:?}/$RBASE" "$W"/dl-* "$W"/cache.* "$W"/snap.* "$W/last.out"
   if [[ -n ${HAUL_WT:-} ]]; then
     git -C "$REPO" worktree remove --force "$HAUL_WT" 2>/dev/null || rm -rf "$HAUL_WT"
@@ -149,8 +150,8 @@ else
 fi
 # A haul without the batch CLI (put -r --parallel) gets n/a rows.
 HAUL_BATCH=0
-if "$HAUL" put --help 2>&1 | grep -q -- '--parallel' &&
-   "$HAUL" put --help 2>&1 | grep -Eq '(^|[[:space:]])-r([,[:space:]]|$)'; then
+HAUL_HELP=$("$HAUL" put --help 2>&1 || true)
+if grep -q -- '--parallel' <<<"$HAUL_HELP" && grep -Eq '(^|[[:space:]])-r([,[:space:]]|$)' <<<"$HAUL_HELP"; then
   HAUL_BATCH=1
 else
   log "haul: n/a (no batch mode in this build)"
@@ -169,6 +170,76 @@ export RCLONE_CONFIG_HTSFTP_TYPE=sftp RCLONE_CONFIG_HTSFTP_HOST=$HOST RCLONE_CON
 # ssh with the test bed's known_hosts and strict checking.
 LFTP_SET="set cmd:fail-exit yes; set net:max-retries 2; set net:timeout 60; set ftp:ssl-allow no"
 LFTP_SET+="; set sftp:connect-program 'ssh -a -x -o UserKnownHostsFile=$KNOWN_HOSTS_FILE -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes'"
+
+# ---------------------------------------------------------------- wire counters
+# Each run's tool runs in a cgroup (v2) of its own, and an nftables table
+# counts what its sockets send and receive on the servers' ports ("socket
+# cgroupv2"): new connections (SYN) to the FTP control and SSH ports, bytes
+# on the FTP data ports and the SSH port, per direction, headers included.
+# Only this bench's processes are counted, whoever else uses the shared test
+# bed. Without nft or a cgroup2 mount the counters are off ("-"); FTP
+# figures then come from vsftpd's log alone.
+NET=0 CG= CG_REL= NFT_TABLE=haul_tree_$TAG
+net_rules() { # the nftables table, fresh (zeroed counters)
+  local m="socket cgroupv2 level 1 \"$CG_REL\"" syn='tcp flags & (syn | ack) == syn'
+  cat <<EOT
+table inet $NFT_TABLE {
+  counter ftp_conn {}
+  counter ftp_up {}
+  counter ftp_down {}
+  counter ssh_conn {}
+  counter ssh_up {}
+  counter ssh_down {}
+  chain out {
+    type filter hook output priority 0; policy accept;
+    ip daddr $HOST tcp dport $VSFTPD_PORT $syn $m counter name ftp_conn
+    ip daddr $HOST tcp dport $VSFTPD_PASV_MIN-$VSFTPD_PASV_MAX $m counter name ftp_up
+    ip daddr $HOST tcp dport $SSHD_PORT $syn $m counter name ssh_conn
+    ip daddr $HOST tcp dport $SSHD_PORT $m counter name ssh_up
+  }
+  chain in {
+    type filter hook input priority 0; policy accept;
+    ip saddr $HOST tcp sport $VSFTPD_PASV_MIN-$VSFTPD_PASV_MAX $m counter name ftp_down
+    ip saddr $HOST tcp sport $SSHD_PORT $m counter name ssh_down
+  }
+}
+EOT
+}
+net_reset() {
+  (( NET )) || return 0
+  nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+  net_rules | nft -f - || { log "nft failed: wire counters off from here"; NET=0; }
+}
+# net_read: "ftp_conn ftp_up ftp_down ssh_conn ssh_up ssh_down" (connections,
+# bytes), or dashes when the counters are off.
+net_read() {
+  if (( NET )) && nft list counters table inet "$NFT_TABLE" >"$W/counters" 2>/dev/null; then
+    awk '/counter [a-z_]+ \{/ { name = $2 }
+      /packets/ { for (i = 1; i < NF; i++) if ($i == (name ~ /conn/ ? "packets" : "bytes")) v[name] = $(i + 1) }
+      END { printf "%s %s %s %s %s %s\n", v["ftp_conn"], v["ftp_up"], v["ftp_down"], v["ssh_conn"], v["ssh_up"], v["ssh_down"] }' "$W/counters"
+  else
+    echo "- - - - - -"
+  fi
+}
+net_setup() {
+  local cg2; cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+  if ! command -v nft >/dev/null || [[ -z $cg2 ]]; then log "no nft or no cgroup2 mount: wire counters off"; return 0; fi
+  # nft resolves the path under /sys/fs/cgroup (the v2 tree may be mounted below it).
+  case $cg2 in
+    /sys/fs/cgroup) CG_REL=$RBASE ;;
+    /sys/fs/cgroup/*) CG_REL=${cg2#/sys/fs/cgroup/}/$RBASE ;;
+    *) log "cgroup2 at $cg2: wire counters off"; return 0 ;;
+  esac
+  CG=$cg2/$RBASE
+  mkdir -p "$CG" 2>/dev/null || { log "cannot create $CG: wire counters off"; CG=; return 0; }
+  NET=1
+  net_reset
+}
+net_cleanup() {
+  [[ -n $CG ]] || return 0
+  nft delete table inet "$NFT_TABLE" 2>/dev/null || true
+  rmdir "$CG" 2>/dev/null || true
+}
 
 # ---------------------------------------------------------------- trees
 # make_tree DIR KIND: the tree (KIND=tree: 250 files of 4 KiB-1 MiB, 45 of
@@ -261,10 +332,10 @@ snapshot() { find "$1" -type f -printf '%P %i %s %T@\n' 2>/dev/null | sort; }
 # "logins other bytes". FTP (vsftpd): a session is the pid that answered
 # "230 Login successful."; it is ours if one of its commands names RBASE
 # (other = sessions of the window that did not: another user of the shared
-# test bed, or an idle session of ours); bytes = data bytes of the uploads
+# test bed, or an idle session of ours); bytes = file data of the uploads
 # and downloads under RBASE. SFTP (sshd): every "Accepted password/publickey"
-# line of the window (other = -, sshd's log does not say which were ours) and
-# the SSH bytes the server received (put) or sent (get), protocol included.
+# line of the window, whoever logged in (one_run takes the bench's own
+# connections from the wire counters instead when it has them).
 count_log() {
   local op=$1 file=$2
   if [[ $(proto_of "$op") == ftp ]]; then
@@ -276,12 +347,8 @@ count_log() {
         bytes += substr($0, RSTART + 3, RLENGTH - 9) }
       END { for (p in login) if (p in ours) n++; else o++; printf "%d %d %.0f\n", n, o, bytes }' "$file"
   else
-    awk -v user="$USER" -v dir="$(dir_of "$op")" '
-      $0 ~ "Accepted (password|publickey) for " user " from" { n++ }
-      /Transferred: sent [0-9]+, received [0-9]+ bytes/ {
-        s = $0; sub(/.*sent /, "", s); sub(/,.*/, "", s); r = $0; sub(/.*received /, "", r); sub(/ bytes.*/, "", r)
-        bytes += (dir == "put" ? r : s) }
-      END { printf "%d - %.0f\n", n, bytes }' "$file"
+    awk -v user="$USER" '$0 ~ "Accepted (password|publickey) for " user " from" { n++ }
+      END { printf "%d - -\n", n }' "$file"
   fi
 }
 
@@ -333,7 +400,7 @@ run_tool() {
 # one_run KIND ROUND OP TOOL: KIND "run" starts from an empty destination,
 # "rerun" runs again on the tree the tool's last run left. Appends to
 # RUNS_TSV: set kind round op tool secs status note logins other bytes
-# rewritten load1 rss_kib.
+# rewritten load1 rss_kib conns wire_up wire_down (see count_log, net_read).
 declare -A CACHE=()
 one_run() {
   local kind=$1 round=$2 op=$3 tool=$4 rc=0 status=ok note=- rewritten=- rss=-
@@ -351,15 +418,29 @@ one_run() {
   METER=
   [[ $SETNAME == rss ]] && METER=$W/rss.out && rm -f "$METER"
   sync
+  net_reset
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
   local t0=$EPOCHREALTIME
-  run_tool "$op" "$tool" "$dest" "$cache" >"$W/last.out" 2>&1 || rc=$?
+  (
+    if (( NET )); then echo "$BASHPID" >"$CG/cgroup.procs"; fi
+    run_tool "$op" "$tool" "$dest" "$cache"
+  ) >"$W/last.out" 2>&1 || rc=$?
   local t1=$EPOCHREALTIME
   local secs; secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   # sshd logs a connection's bytes when it closes, just after the client exits.
   sleep 0.5
   tail -c "+$(( off + 1 ))" "$slog" >"$W/window.log" 2>/dev/null || : >"$W/window.log"
   local logins other bytes; read -r logins other bytes < <(count_log "$op" "$W/window.log")
+  local fc fu fd sc su sd conns up down; read -r fc fu fd sc su sd < <(net_read)
+  if [[ $(proto_of "$op") == ftp ]]; then
+    conns=$fc up=$fu down=$fd
+  else
+    conns=$sc up=$su down=$sd
+    if [[ $sc != - ]]; then # the bench's own SSH connections: one login each
+      other=$(( logins > sc ? logins - sc : 0 )) logins=$sc
+      if [[ $(dir_of "$op") == put ]]; then bytes=$su; else bytes=$sd; fi
+    fi
+  fi
   { echo "=== $SETNAME $kind round $round $op $tool rc=$rc ${secs}s"; cat "$W/last.out"; } >>"$RUNLOG"
   if [[ $kind == rerun ]]; then
     snapshot "$dest" >"$W/snap.after"
@@ -376,11 +457,11 @@ one_run() {
     fi
     note="${note/#-/}${note:+ }${VERIFY_MSG// /_}"; note=${note# }
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SETNAME" "$kind" "$round" "$op" "$tool" "$secs" "$status" \
-    "${note:0:300}" "$logins" "$other" "$bytes" "$rewritten" "$load" "$rss" >>"$RUNS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SETNAME" "$kind" "$round" "$op" "$tool" "$secs" "$status" \
+    "${note:0:300}" "$logins" "$other" "$bytes" "$rewritten" "$load" "$rss" "$conns" "$up" "$down" >>"$RUNS_TSV"
   log "$(printf '%-4s %-5s r%-2s %-8s %-6s %7ss  %-8s logins %s%s  bytes %s%s%s' "$SETNAME" "$kind" "$round" "$op" "$tool" "$secs" "$status" \
-    "$logins" "$([[ $other != - && $other != 0 ]] && echo " (+$other not ours)")" "$bytes" \
-    "$([[ $rewritten != - ]] && echo "  rewritten $rewritten")" "$([[ $rss != - ]] && echo "  peak RSS ${rss} KiB")")${note/#-/}"
+    "$logins" "$([[ $other != - && $other != 0 ]] && echo " (+$other not ours)")" "$bytes${conns:+ conns $conns}" \
+    "$([[ $rewritten != - ]] && echo "  rewritten $rewritten")" "$([[ $rss != - ]] && echo "  peak RSS ${rss} KiB")")$([[ $note != - ]] && echo "  $note")"
 }
 
 # tools_for ROUND: the order of one round: haul between the peers, the
@@ -458,6 +539,7 @@ RESULTS_RSS=${BENCH_RESULTS:-$REPO/bench/results/tree-rss.txt}
 [[ $MODE == all && -n ${BENCH_RESULTS:-} ]] && die "BENCH_RESULTS names one table: set it for one mode at a time"
 mkdir -p "$(dirname "$RESULTS_TREE")" "$(dirname "$RESULTS_RSS")"
 : >"$RUNS_TSV"; : >"$RUNLOG"
+net_setup
 case $MODE in
   tree) bench_tree ;;
   rss) bench_rss ;;

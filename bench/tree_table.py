@@ -4,7 +4,8 @@
 Usage: tree_table.py tree RUNS_TSV HEADER OPS PEERS HAUL_BATCH
        tree_table.py rss  RUNS_TSV HEADER TARGET_MIB HAUL_BATCH
   RUNS_TSV  tab-separated lines: set kind round op tool secs status note
-            logins other bytes rewritten load1 rss_kib ("-" where unknown);
+            logins other bytes rewritten load1 rss_kib conns wire_up
+            wire_down ("-" where unknown);
             set is "tree" or "rss", kind "run" (from an empty destination)
             or "rerun" (on the complete tree the tool's last run left).
   OPS, PEERS  space-separated, in table order.
@@ -29,11 +30,12 @@ def load(path, want_set):
     with open(path, encoding="utf-8") as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
-            if len(p) != 14 or p[0] != want_set:
+            if len(p) != 17 or p[0] != want_set:
                 continue
             runs.append(dict(zip(
                 ("set", "kind", "round", "op", "tool", "secs", "status", "note",
-                 "logins", "other", "bytes", "rewritten", "load", "rss"), p)))
+                 "logins", "other", "bytes", "rewritten", "load", "rss",
+                 "conns", "up", "down"), p)))
     return runs
 
 
@@ -81,9 +83,12 @@ def tree(path, header, ops, peers, batch):
     print(header)
     print("seconds: median over good runs (min-max), wall time from process start to exit;"
           " ratio: faster peer's median / haul's median (> 1: haul is faster)")
+    net = any(r["conns"] != "-" for r in runs)
     print("logins per run: FTP = vsftpd sessions that answered '230 Login successful.' and"
-          " named this bench's directory; SFTP = every 'Accepted password/publickey' line"
-          " of sshd's log during the run (the shared test bed's other users included)")
+          " named this bench's directory; SFTP = " +
+          ("SSH connections the tool opened (nftables counter on its cgroup)" if net else
+           "every 'Accepted password/publickey' line of sshd's log during the run"
+           " (the shared test bed's other users included: no wire counters)"))
     print()
     head = ["op"] + ["%s s" % t for t in tools] + ["haul vs faster peer"] + \
         ["logins %s" % t for t in tools]
@@ -113,9 +118,9 @@ def tree(path, header, ops, peers, batch):
     if reruns:
         print()
         print("rerun on a complete tree (the tool's last run left it; haul keeps that run's cache dir):"
-              " bytes = data bytes on FTP (vsftpd's UPLOAD/DOWNLOAD lines),"
-              " SSH bytes incl. protocol on SFTP (sshd's 'Transferred:' lines);"
-              " rewritten = files whose inode, size or mtime changed")
+              " bytes = file data on FTP (vsftpd's UPLOAD/DOWNLOAD lines); on SFTP the SSH bytes in"
+              " the transfer's direction (nftables, the tool's sockets only; listings, stats and"
+              " protocol included, so never 0); rewritten = files whose inode, size or mtime changed")
         print()
         rows = [["op", "tool", "rerun s", "bytes", "files rewritten", "logins", "status"]]
         for op in ops:
@@ -129,7 +134,8 @@ def tree(path, header, ops, peers, batch):
                 good = [r for r in rs if r["status"] == "ok"]
                 rows.append([
                     op, t, fmt_secs([float(r["secs"]) for r in good]),
-                    fmt_bytes(statistics.median([float(r["bytes"]) for r in rs])),
+                    fmt_bytes(statistics.median([float(r["bytes"]) for r in rs]))
+                    if all(r["bytes"] != "-" for r in rs) else "-",
                     fmt_count([int(r["rewritten"]) for r in rs if r["rewritten"].isdigit()]),
                     fmt_count([int(r["logins"]) for r in rs if r["logins"].isdigit()]),
                     ",".join(sorted({r["status"] for r in rs})),
@@ -137,14 +143,15 @@ def tree(path, header, ops, peers, batch):
         print(render(rows))
 
     print()
-    print("every run (s, logins; x = failed):")
+    print("every run (s/logins/TCP connections to the control or SSH port; x = failed):")
     for op in ops:
         for t in tools:
             rs = [r for r in runs if r["kind"] == "run" and r["op"] == op and r["tool"] == t]
             if not rs:
                 continue
-            cells = ["%s%s/%s" % ("%.2f" % float(r["secs"]) if r["status"] == "ok" else "x",
-                                  "" if r["status"] == "ok" else "(%.1f)" % float(r["secs"]), r["logins"]) for r in rs]
+            cells = ["%s%s/%s/%s" % ("%.2f" % float(r["secs"]) if r["status"] == "ok" else "x",
+                                     "" if r["status"] == "ok" else "(%.1f)" % float(r["secs"]), r["logins"],
+                                     r["conns"]) for r in rs]
             print("  %-9s %-7s %s   load %s" % (op, t, "  ".join(cells), " ".join(r["load"] for r in rs)))
     notes(runs)
 
