@@ -508,7 +508,7 @@ bench_tree() {
     "$HOST" "$VSFTPD_PORT" "$HOST" "$SSHD_PORT" \
     "$(for p in $PEERS; do case $p in rclone) printf 'rclone %s copy --transfers %s; ' "$(rclone version 2>/dev/null | head -1 | cut -d' ' -f2)" "$PAR" ;;
       lftp) printf 'lftp %s mirror --parallel=%s; ' "$(lftp --version | head -1 | sed 's/.*Version \([^ ]*\).*/\1/')" "$PAR" ;; esac; done)")
-  python3 "$REPO/bench/tree_table.py" tree "$RUNS_TSV" "$header" "$OPS" "$PEERS" "$HAUL_BATCH" | tee "$RESULTS_TREE"
+  python3 "$REPO/bench/tree_table.py" tree "$RUNS_TSV" "$header" "$OPS" "$PEERS" "$HAUL_BATCH" "$PAR" | tee "$RESULTS_TREE"
   log "table in $RESULTS_TREE (raw runs $RUNS_TSV, tool output $RUNLOG)"
 }
 

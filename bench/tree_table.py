@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turn bench/tree.sh's raw runs into its tables (standard library only).
 
-Usage: tree_table.py tree RUNS_TSV HEADER OPS PEERS HAUL_BATCH
+Usage: tree_table.py tree RUNS_TSV HEADER OPS PEERS HAUL_BATCH [PARALLEL]
        tree_table.py rss  RUNS_TSV HEADER TARGET_MIB HAUL_BATCH
   RUNS_TSV  tab-separated lines: set kind round op tool secs status note
             logins other bytes rewritten load1 rss_kib conns wire_up
@@ -14,8 +14,10 @@ Usage: tree_table.py tree RUNS_TSV HEADER OPS PEERS HAUL_BATCH
 
 tree: per op, each tool's median seconds over its good runs (min-max), the
 ratio faster peer / haul of those medians (> 1: haul is faster), logins per
-run (median, and the range when it varies); then the rerun rows: seconds,
-bytes on the wire, files written again; then every run.
+run (the range over runs), and haul's targets (ratio >= 1.0, logins <=
+PARALLEL + 1; PARALLEL default 8); then the rerun rows: seconds, bytes, files written again, and
+haul's targets there (nothing sent, no slower than the faster peer); then
+every run.
 rss: per tool, peak RSS of every round, median and max, against the target.
 """
 
@@ -77,7 +79,7 @@ def render(rows):
     return "\n".join(out)
 
 
-def tree(path, header, ops, peers, batch):
+def tree(path, header, ops, peers, batch, par):
     runs = load(path, "tree")
     tools = peers + ["haul"]
     print(header)
@@ -91,7 +93,7 @@ def tree(path, header, ops, peers, batch):
            " (the shared test bed's other users included: no wire counters)"))
     print()
     head = ["op"] + ["%s s" % t for t in tools] + ["haul vs faster peer"] + \
-        ["logins %s" % t for t in tools]
+        ["logins %s" % t for t in tools] + ["haul: >= 1.0x, logins <= %d" % (par + 1)]
     rows = [head]
     for op in ops:
         secs, logins = {}, {}
@@ -111,6 +113,13 @@ def tree(path, header, ops, peers, batch):
         else:
             row += ["n/a", NA]
         row += [fmt_count(logins[t]) for t in peers] + [fmt_count(logins["haul"]) if batch else "n/a"]
+        if batch and secs["haul"] and meds:
+            ok_ratio = min(meds.values()) / med(secs["haul"]) >= 1.0
+            ok_logins = bool(logins["haul"]) and max(logins["haul"]) <= par + 1
+            row.append("met" if ok_ratio and ok_logins else "MISSED (%s)" % ", ".join(
+                x for x, ok in (("slower", ok_ratio), ("logins", ok_logins)) if not ok))
+        else:
+            row.append("-")
         rows.append(row)
     print(render(rows))
 
@@ -122,12 +131,13 @@ def tree(path, header, ops, peers, batch):
               " the transfer's direction (nftables, the tool's sockets only; listings, stats and"
               " protocol included, so never 0); rewritten = files whose inode, size or mtime changed")
         print()
-        rows = [["op", "tool", "rerun s", "bytes", "files rewritten", "logins", "status"]]
+        rows = [["op", "tool", "rerun s", "bytes", "files rewritten", "logins", "status",
+                 "haul: nothing sent, <= faster peer's time"]]
         for op in ops:
             for t in tools:
                 rs = [r for r in reruns if r["op"] == op and r["tool"] == t]
                 if t == "haul" and not batch:
-                    rows.append([op, t, "n/a", "", "", "", NA])
+                    rows.append([op, t, "n/a", "", "", "", NA, ""])
                     continue
                 if not rs:
                     continue
@@ -139,6 +149,8 @@ def tree(path, header, ops, peers, batch):
                     fmt_count([int(r["rewritten"]) for r in rs if r["rewritten"].isdigit()]),
                     fmt_count([int(r["logins"]) for r in rs if r["logins"].isdigit()]),
                     ",".join(sorted({r["status"] for r in rs})),
+                    rerun_verdict(op, rs, good, [r for r in reruns if r["op"] == op and r["tool"] in peers
+                                                 and r["status"] == "ok"]) if t == "haul" else "",
                 ])
         print(render(rows))
 
@@ -154,6 +166,26 @@ def tree(path, header, ops, peers, batch):
                                      r["conns"]) for r in rs]
             print("  %-9s %-7s %s   load %s" % (op, t, "  ".join(cells), " ".join(r["load"] for r in rs)))
     notes(runs)
+
+
+def rerun_verdict(op, rs, good, peer_good):
+    """haul's rerun targets: no file data sent (FTP: 0 bytes in vsftpd's
+    log; SFTP: no file rewritten, the SSH bytes being protocol), and a median
+    time at most the faster peer's."""
+    if not good or len(good) != len(rs):
+        return "MISSED (failed)"
+    why = []
+    if op.startswith("ftp") and any(r["bytes"] not in ("0", "-") for r in rs):
+        why.append("bytes sent")
+    if any(r["rewritten"] not in ("0", "-") for r in rs):
+        why.append("files rewritten")
+    if peer_good:
+        by_tool = {}
+        for r in peer_good:
+            by_tool.setdefault(r["tool"], []).append(float(r["secs"]))
+        if med([float(r["secs"]) for r in good]) > min(med(v) for v in by_tool.values()):
+            why.append("slower")
+    return "met" if not why else "MISSED (%s)" % ", ".join(why)
 
 
 def notes(runs):
@@ -199,8 +231,9 @@ def rss(path, header, target, batch):
 
 
 def main(argv):
-    if len(argv) == 7 and argv[1] == "tree":
-        tree(argv[2], argv[3], argv[4].split(), argv[5].split(), argv[6] == "1")
+    if len(argv) in (7, 8) and argv[1] == "tree":
+        tree(argv[2], argv[3], argv[4].split(), argv[5].split(), argv[6] == "1",
+             int(argv[7]) if len(argv) == 8 else 8)
     elif len(argv) == 6 and argv[1] == "rss":
         rss(argv[2], argv[3], int(argv[4]), argv[5] == "1")
     else:
