@@ -171,7 +171,9 @@ one_run() {
   local args=(--json -q)
   # shellcheck disable=SC2206,SC2046 # flags are words
   args+=($AB_FLAGS $(proto_args "$op"))
-  local cmd=(timeout -k 5 "$RUN_TIMEOUT" "$AB_DIR/haul-$side")
+  # GNU time records the process's CPU seconds (user+system): on a shared,
+  # loaded machine they vary far less than wall time.
+  local cmd=(timeout -k 5 "$RUN_TIMEOUT" /usr/bin/time -f '%U %S' -o "$AB_DIR/last.cpu" "$AB_DIR/haul-$side")
   if [[ $(dir_of "$op") == get ]]; then
     cmd+=(get "${args[@]}" "$(url "$op" "$REMOTE_SRC")" "$DL"); out=$DL
   else
@@ -184,6 +186,7 @@ one_run() {
   local t1=$EPOCHREALTIME
   { echo "=== round $round $op $side (#$pos) rc=$rc: ${cmd[*]}"; cat "$AB_DIR/last.out"; } >>"$RUNLOG"
   local secs; secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.6f", b-a}')
+  local cpu; cpu=$(awk 'NF == 2 && $1 ~ /^[0-9.]+$/ {printf "%.2f", $1 + $2}' "$AB_DIR/last.cpu" 2>/dev/null); cpu=${cpu:--}
   local n; n=$(fsize "$out")
   if (( rc == 124 || rc == 137 )); then status=fail note="timeout-${RUN_TIMEOUT}s"
   elif (( rc != 0 )); then status=fail note="exit-$rc"
@@ -200,7 +203,7 @@ one_run() {
   fi
   clear_targets "$op"
   rm -rf "$cache"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$op" "$side" "$pos" "$secs" "$status" "$note" >>"$RUNS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$op" "$side" "$pos" "$secs" "$status" "$note" "$cpu" >>"$RUNS_TSV"
   [[ $note == - ]] && note=
   log "round $round  $(printf '%-9s %-4s' "$op" "$side") $(awk -v s="$secs" -v n="$SIZE" 'BEGIN{printf "%6.0f", n/s/1e6}') MB/s  ${secs%???}s  $status${note:+ $note}"
 }
@@ -223,6 +226,7 @@ done
   printf 'load average (1/5/15 min, uptime): %s -> %s\n' "$LOAD0" "$(loadavg)"
   printf 'base: %s\nnew:  %s\n' "${DESC[base]}" "${DESC[new]}"
   echo "ratio = time_base/time_new of one round (> 1: new is faster); rounds: ratio per round, x = a failed run; MB/s = median of good runs"
+  echo "cpu = CPU seconds (user+system) of haul, base/new median ratio over the rounds (> 1: new uses less): robust to the machine's load"
   echo
   awk -F'\t' -v size="$SIZE" -v runs="$AB_RUNS" -v ops="$AB_OPS" '
     function med(arr, n,   i, j, t) {
@@ -230,26 +234,28 @@ done
       for (i = 2; i <= n; i++) { t = arr[i]; for (j = i - 1; j >= 1 && arr[j] > t; j--) arr[j + 1] = arr[j]; arr[j + 1] = t }
       return n % 2 ? arr[(n + 1) / 2] : (arr[n / 2] + arr[n / 2 + 1]) / 2
     }
-    { if ($6 == "ok") t[$2, $3, $1] = $5
+    { if ($6 == "ok") { t[$2, $3, $1] = $5; if ($8 != "" && $8 != "-") c[$2, $3, $1] = $8 }
       if ($7 != "-") notes[++nn] = sprintf("round %s %s %s: %s%s", $1, $2, $3, $6 == "ok" ? "" : "failed, ", $7) }
     END {
-      printf "%-9s %8s %-13s %9s %9s  %s\n", "op", "new/base", "(min-max)", "base MB/s", "new MB/s", "rounds"
+      printf "%-9s %8s %-13s %9s %9s %8s  %s\n", "op", "new/base", "(min-max)", "base MB/s", "new MB/s", "cpu", "rounds"
       split(ops, o, " ")
       for (k = 1; k in o; k++) {
-        op = o[k]; nr = 0; nb = 0; nw = 0; rounds = ""; lo = ""; hi = ""
+        op = o[k]; nr = 0; nb = 0; nw = 0; nc = 0; rounds = ""; lo = ""; hi = ""
         for (r = 1; r <= runs; r++) {
           b = ((op, "base", r) in t); w = ((op, "new", r) in t)
           if (b) mb[++nb] = size / t[op, "base", r] / 1e6
           if (w) mw[++nw] = size / t[op, "new", r] / 1e6
+          if (((op, "base", r) in c) && ((op, "new", r) in c) && c[op, "new", r] > 0) cr[++nc] = c[op, "base", r] / c[op, "new", r]
           if (b && w) {
             x = t[op, "base", r] / t[op, "new", r]; rt[++nr] = x
             if (lo == "" || x < lo) lo = x; if (hi == "" || x > hi) hi = x
             rounds = rounds sprintf(" %.2f", x)
           } else rounds = rounds " x"
         }
-        m = med(rt, nr); bm = med(mb, nb); wm = med(mw, nw)
-        printf "%-9s %8s %-13s %9s %9s  %s\n", op, m == "" ? "-" : sprintf("%.3f", m),
-          nr ? sprintf("(%.2f-%.2f)", lo, hi) : "", nb ? sprintf("%.0f", bm) : "-", nw ? sprintf("%.0f", wm) : "-", substr(rounds, 2)
+        m = med(rt, nr); bm = med(mb, nb); wm = med(mw, nw); cm = med(cr, nc)
+        printf "%-9s %8s %-13s %9s %9s %8s  %s\n", op, m == "" ? "-" : sprintf("%.3f", m),
+          nr ? sprintf("(%.2f-%.2f)", lo, hi) : "", nb ? sprintf("%.0f", bm) : "-", nw ? sprintf("%.0f", wm) : "-",
+          cm == "" ? "-" : sprintf("%.3f", cm), substr(rounds, 2)
       }
       if (nn) { print ""; print "notes:"; for (i = 1; i <= nn; i++) print "  " notes[i] }
     }' "$RUNS_TSV"

@@ -15,7 +15,6 @@ import (
 
 	"github.com/openhaul/haul/integration/faultproxy"
 	"github.com/openhaul/haul/integration/testbed"
-	"github.com/openhaul/haul/resume"
 	"github.com/openhaul/haul/transfer"
 )
 
@@ -134,7 +133,7 @@ func TestRefusedReconnections(t *testing.T) {
 				onEvent := r.cfg.OnEvent
 				r.cfg.OnEvent = func(e transfer.Event) {
 					onEvent(e)
-					if e.Kind == resume.EventFailed && refusal == nil {
+					if e.Kind == transfer.EventFailed && refusal == nil {
 						// After the first failure, close the next two
 						// connections before the server's greeting.
 						refusal = r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Close, Dir: faultproxy.Downstream, Ports: []int{tg.srv.Port}, After: 0, Repeat: 1})

@@ -32,7 +32,6 @@ import (
 
 	"github.com/openhaul/haul/integration/faultproxy"
 	"github.com/openhaul/haul/integration/testbed"
-	"github.com/openhaul/haul/resume"
 	"github.com/openhaul/haul/transfer"
 )
 
@@ -90,14 +89,14 @@ func TestDegradeFault(t *testing.T) {
 			onEvent := r.cfg.OnEvent
 			r.cfg.OnEvent = func(e transfer.Event) {
 				switch e.Kind {
-				case resume.EventRestart:
+				case transfer.EventRestart:
 					mu.Lock()
 					restarts = append(restarts, e.Reason)
 					mu.Unlock()
 					t.Logf("restart (attempt %d): %s", e.Attempt, e.Reason)
-				case resume.EventFailed:
+				case transfer.EventFailed:
 					t.Logf("attempt %d failed after %d bytes: %v", e.Attempt, e.Bytes, e.Err)
-				case resume.EventAttempt:
+				case transfer.EventAttempt:
 					if e.Attempt > 1 {
 						t.Logf("attempt %d at offset %d", e.Attempt, e.Offset)
 					}

@@ -22,7 +22,6 @@ import (
 
 	"github.com/openhaul/haul/integration/faultproxy"
 	"github.com/openhaul/haul/integration/testbed"
-	"github.com/openhaul/haul/resume"
 	"github.com/openhaul/haul/transfer"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
@@ -80,9 +79,9 @@ func TestIntegrityCorruptedPartial(t *testing.T) {
 				var restarts []string
 				r.cfg.OnEvent = func(e transfer.Event) {
 					switch e.Kind {
-					case resume.EventFailed:
+					case transfer.EventFailed:
 						integrityFlip(t, partial)
-					case resume.EventRestart:
+					case transfer.EventRestart:
 						restarts = append(restarts, e.Reason)
 					}
 				}
@@ -128,7 +127,7 @@ func TestIntegritySourceChangedMidTransfer(t *testing.T) {
 			_ = os.Remove(filepath.Join(tg.srv.Root, remote))
 			r.proxy.Inject(faultproxy.Fault{Kind: faultproxy.Close, Dir: faultproxy.Upstream, Ports: r.data, After: 8 << 20})
 			r.cfg.OnEvent = func(e transfer.Event) {
-				if e.Kind == resume.EventFailed {
+				if e.Kind == transfer.EventFailed {
 					if err := os.WriteFile(local, v2, 0o644); err != nil {
 						t.Error(err)
 					}

@@ -25,7 +25,6 @@ import (
 	"github.com/openhaul/haul/integration/faultproxy"
 	"github.com/openhaul/haul/integration/testbed"
 	"github.com/openhaul/haul/protocol"
-	"github.com/openhaul/haul/resume"
 	"github.com/openhaul/haul/transfer"
 )
 
@@ -87,7 +86,7 @@ func newMatrixRig(t *testing.T, env *testbed.Env, tg matrixTarget) *matrixRig {
 		MaxBackoff:     500 * time.Millisecond,
 		DialTimeout:    10 * time.Second,
 		OnEvent: func(e transfer.Event) {
-			if e.Kind != resume.EventFailed {
+			if e.Kind != transfer.EventFailed {
 				return
 			}
 			r.mu.Lock()
@@ -260,7 +259,7 @@ func TestFaultMatrix(t *testing.T) {
 					cfg := r.cfg
 					onEvent := cfg.OnEvent
 					cfg.OnEvent = func(e transfer.Event) {
-						if e.Kind == resume.EventRestart {
+						if e.Kind == transfer.EventRestart {
 							t.Logf("restart: %s", e.Reason)
 						}
 						onEvent(e)
@@ -375,7 +374,7 @@ func TestResume421OnReconnect(t *testing.T) {
 			defer release()
 			first := true
 			r.cfg.OnEvent = func(e transfer.Event) {
-				if e.Kind != resume.EventFailed {
+				if e.Kind != transfer.EventFailed {
 					return
 				}
 				if first {

@@ -30,6 +30,11 @@ var (
 	// ErrTransient: the engine retries it, but gives up with ErrNoSpace when
 	// it repeats without progress.
 	ErrStorage error = &subKind{msg: "server failed to store data", parent: ErrTransient}
+	// ErrTooManyConns marks a new connection the server refused for
+	// having too many already (FTP 421 before the login completes, as
+	// vsftpd's max_per_ip and max_clients answer). It is transient: a
+	// client that keeps fewer connections open gets through.
+	ErrTooManyConns error = &subKind{msg: "server refused the connection: too many connections", parent: ErrTransient}
 
 	// ErrAuth marks a rejected login (FTP 530, SSH authentication
 	// failure). It is never retried: servers lock accounts after a few
@@ -156,7 +161,7 @@ func Classify(err error) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return nil
 	}
-	for _, k := range []error{ErrStorage, ErrAuth, ErrNoSpace, ErrResumeUnsupported, ErrHostKey,
+	for _, k := range []error{ErrStorage, ErrTooManyConns, ErrAuth, ErrNoSpace, ErrResumeUnsupported, ErrHostKey,
 		ErrInvalidPath, ErrUnsupported, ErrProtocol, fs.ErrNotExist, fs.ErrPermission, ErrTransient} {
 		if errors.Is(err, k) {
 			return k

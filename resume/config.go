@@ -93,6 +93,10 @@ type Config struct {
 	// RateLimit caps the transfer's throughput, in bytes per second, all
 	// segments together (golang.org/x/time/rate). Zero means no limit.
 	RateLimit int64
+	// Limiter, when set, paces the transfer instead of RateLimit: one
+	// limiter shared by several transfers caps them all together (a
+	// batch's workers).
+	Limiter *rate.Limiter
 	// limiter is the shared limiter built from RateLimit.
 	limiter func() *rate.Limiter
 
@@ -151,6 +155,11 @@ func (c Config) overlap() int64 {
 // withLimiter returns c with the rate limiter built once, so that every
 // runner of one transfer (all its segments) shares it.
 func (c Config) withLimiter() Config {
+	if c.Limiter != nil && c.limiter == nil {
+		l := c.Limiter
+		c.limiter = func() *rate.Limiter { return l }
+		return c
+	}
 	if c.RateLimit <= 0 || c.limiter != nil {
 		return c
 	}

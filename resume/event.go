@@ -21,6 +21,10 @@ const (
 	// cannot take one file over several connections (Reason says why); the
 	// upload goes over one stream.
 	EventSingleStream
+	// EventVerifying: a verification that reads the whole file (Method: a
+	// hash algorithm or "readback") starts; EventVerified follows when it
+	// succeeds. A check of sizes alone reports only EventVerified.
+	EventVerifying
 )
 
 // String returns the event kind's name.
@@ -38,6 +42,8 @@ func (k EventKind) String() string {
 		return "verified"
 	case EventSingleStream:
 		return "single-stream"
+	case EventVerifying:
+		return "verifying"
 	}
 	return "unknown"
 }
@@ -51,7 +57,7 @@ type Event struct {
 	Wait    time.Duration // EventBackoff
 	Err     error         // EventFailed
 	Reason  string        // EventRestart, EventSingleStream
-	Method  string        // EventVerified
+	Method  string        // EventVerifying, EventVerified
 }
 
 // Result describes a finished transfer.

@@ -212,8 +212,22 @@ func writeFileAtomic(path string, b []byte, sync bool) error {
 // removeState deletes a state file: what it recorded proves nothing any
 // more (the transfer finished, or its result failed verification).
 func removeState(path string) {
-	if path != "" {
-		_ = os.Remove(path)
+	if path == "" {
+		return
+	}
+	_ = os.Remove(path)
+	// And the temporary files of writes a killed process left behind
+	// (writeFileAtomic's): removing a name never touches what a link
+	// there points to.
+	dir, base := filepath.Split(path)
+	ents, err := os.ReadDir(filepath.Clean(dir + "."))
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		if n := e.Name(); strings.HasPrefix(n, base+".") && strings.HasSuffix(n, ".tmp") && len(n) > len(base)+len(".tmp")+1 {
+			_ = os.Remove(filepath.Join(dir, n))
+		}
 	}
 }
 
@@ -247,4 +261,26 @@ func startCheckpoints(fn func(full bool)) *checkpoints {
 func (c *checkpoints) Stop() {
 	close(c.stop)
 	c.wg.Wait()
+}
+
+// ReadPrivateFile reads a small record file (at most limit bytes) that
+// only this user can have written: not through a symbolic link at its last
+// component, only a regular file this user owns and no one else may write
+// (elsewhere than unix: not through a link). A file that fails those
+// checks is an error, so a record planted in a shared directory vouches
+// for nothing.
+func ReadPrivateFile(path string, limit int64) ([]byte, error) {
+	f, err := openNoFollow(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, &os.PathError{Op: "read", Path: path, Err: errors.New("record file too large")}
+	}
+	return b, nil
 }

@@ -65,9 +65,10 @@ func Upload(ctx context.Context, dial protocol.Dialer, src Source, remotePath st
 	r := newRunner("upload", remotePath, dial, cfg)
 	r.pending = pending
 	r.res.StartOffset = -1
-	// What the remote confirmed at the start of an attempt: an FTP
-	// writer's acknowledgements are only an upper bound.
-	r.committed = func() int64 { return max(r.best, 0) }
+	// What the remote confirmed at the start of an attempt, or what its
+	// acknowledgements proved since (an FTP writer's, only while the
+	// server writes in order).
+	r.committed = func() int64 { return max(r.best, u.safe, 0) }
 	res, err := r.run(ctx, u.attempt)
 	return res, settleState(cfg.StatePath, err)
 }

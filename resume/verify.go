@@ -200,6 +200,7 @@ func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path
 	case VerifySize:
 		return "size", nil
 	case VerifyReadback:
+		a.r.emit(Event{Kind: EventVerifying, Attempt: a.n, Method: "readback"})
 		same, err := a.sameRangeByReading(ctx, sess, path, local, size)
 		if err != nil {
 			return "", err
@@ -216,6 +217,7 @@ func (a *attempt) verifyContent(ctx context.Context, sess protocol.Session, path
 		}
 		return "size", nil
 	}
+	a.r.emit(Event{Kind: EventVerifying, Attempt: a.n, Method: algo})
 	// Both sides read the whole file: hash them at the same time.
 	type sum struct {
 		b   []byte
@@ -337,4 +339,34 @@ func (a *attempt) hashProves(ctx context.Context, sess protocol.Session, path st
 		return false, err
 	}
 	return bytes.Equal(got, want), nil
+}
+
+// SameContent reports whether the remote path holds exactly the size
+// bytes of local, by a hash the server computes (the first algorithm
+// both sides know), and names it. A remote file of another size is not
+// the same; a session that cannot hash fails with protocol.ErrUnsupported.
+// It reads local whole.
+func SameContent(ctx context.Context, sess protocol.Session, path string, local io.ReaderAt, size int64) (method string, same bool, err error) {
+	fi, err := sess.Stat(ctx, path)
+	if err != nil {
+		return "", false, err
+	}
+	if fi.IsDir || fi.Size != size {
+		return "size", false, nil
+	}
+	h, algo, ok := hasherFor(sess)
+	if !ok {
+		return "", false, &protocol.Error{Op: "hash", Path: path, Kind: protocol.ErrUnsupported, Err: errors.New("the server offers no hash this client knows")}
+	}
+	hctx, cancel := context.WithTimeout(ctx, hashBudget(DefaultStallTimeout, size))
+	defer cancel()
+	got, err := h.Hash(hctx, path, algo, 0, size)
+	if err != nil {
+		return "", false, err
+	}
+	want, err := hashLocal(local, algo, 0, size)
+	if err != nil {
+		return "", false, err
+	}
+	return algo, bytes.Equal(got, want), nil
 }

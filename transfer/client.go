@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/openhaul/haul/protocol"
 	"github.com/openhaul/haul/resume"
 )
@@ -22,6 +24,13 @@ import (
 //     and a new one dialled. A session on which a call failed (other than
 //     by an answer such as "no such file") is closed, not pooled.
 //   - A session idle for Config.IdleTimeout is closed.
+//   - Until a first login succeeds, one session is dialled at a time. A
+//     rejected login or host key is never tried again by this Client:
+//     every later call fails with the same error (open a new Client with
+//     new credentials).
+//   - A server that refuses a connection for having too many (FTP 421
+//     before the login) lowers the cap to the sessions it accepted; the
+//     call waits for one of them instead of failing.
 //
 // Every call runs on pooled sessions: Upload and Download keep every
 // guarantee they have without a pool (resume at a proven offset,
@@ -44,6 +53,10 @@ type Client struct {
 	// context derives from it.
 	ctx    context.Context
 	cancel context.CancelCauseFunc
+
+	// limit paces every transfer of the Client together
+	// (Config.RateLimit), or is nil.
+	limit *rate.Limiter
 
 	mu     sync.Mutex
 	closed bool
@@ -102,7 +115,21 @@ func newClient(ep Endpoint, cfg Config, dial protocol.Dialer) *Client {
 	c := &Client{ep: ep, cfg: cfg}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.pool = newPool(dial, cfg.maxConns(), cfg.idleTimeout(), min(checkTimeout, cfg.dialTimeout()), cfg.Logger)
+	if cfg.RateLimit > 0 {
+		burst := int(min(max(cfg.RateLimit/10, 32<<10), 1<<20))
+		c.limit = rate.NewLimiter(rate.Limit(cfg.RateLimit), burst)
+	}
 	return c
+}
+
+// engine returns the engine's configuration for a transfer of the remote
+// file path, sharing the Client's rate limit.
+func (c *Client) engine(path string) resume.Config {
+	e := c.cfg.engine(path)
+	if c.limit != nil {
+		e.Limiter = c.limit
+	}
+	return e
 }
 
 // checkTimeout bounds the health check of a pooled session before reuse
@@ -148,20 +175,37 @@ func (c *Client) begin(ctx context.Context) (_ context.Context, end func(), _ er
 
 // transfer runs one Upload or Download (run) as a call: it waits for a
 // slot of the pool first, outside the engine, so that a wait for a busy
-// pool never counts as a stalled attempt.
-func (c *Client) transfer(ctx context.Context, op, remotePath string, run func(ctx context.Context, dial protocol.Dialer) (Result, error)) (Result, error) {
+// pool never counts as a stalled attempt. It converts the engine's result
+// and error into transfer's.
+func (c *Client) transfer(ctx context.Context, op, remotePath, localPath string, run func(ctx context.Context, dial protocol.Dialer) (resume.Result, error)) (Result, error) {
+	start := time.Now()
+	fail := func(err error) (Result, error) {
+		return Result{Op: op, Remote: remotePath, Local: localPath, Duration: time.Since(start)}, &Error{Op: op, Path: remotePath, Err: err}
+	}
 	ctx, end, err := c.begin(ctx)
 	if err != nil {
-		return Result{}, &resume.Error{Op: op, Path: remotePath, Err: err}
+		return fail(err)
 	}
 	defer end()
 	base, err := c.pool.acquire(ctx)
 	if err != nil {
-		return Result{}, &resume.Error{Op: op, Path: remotePath, Err: err}
+		return fail(err)
 	}
 	tc := &call{p: c.pool, base: base, out: make(map[*lease]struct{})}
 	defer tc.end()
-	return run(ctx, tc.dial)
+	r, err := run(ctx, tc.dial)
+	res := resultOf(op, remotePath, localPath, r, start)
+	if err != nil {
+		err = errorOf(op, remotePath, err)
+		var te *Error
+		if errors.As(err, &te) {
+			res.Committed = te.Committed
+			if res.Attempts == 0 {
+				res.Attempts = te.Attempts
+			}
+		}
+	}
+	return res, err
 }
 
 // call lends the engine the sessions of one transfer. It holds one slot

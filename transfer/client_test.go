@@ -316,7 +316,8 @@ func TestClientClose(t *testing.T) {
 }
 
 // TestClientDialErrorSurfacesAsIs: the dialer's error (a rejected login)
-// is what the caller gets, after one dial, never retried.
+// is what the caller gets, after one dial, never retried: not by the
+// call, and not by the Client's later calls either.
 func TestClientDialErrorSurfacesAsIs(t *testing.T) {
 	srv := newFakeServer()
 	dialErr := &protocol.Error{Op: "login", Code: 530, Kind: protocol.ErrAuth, Err: errors.New("Login incorrect.")}
@@ -330,7 +331,7 @@ func TestClientDialErrorSurfacesAsIs(t *testing.T) {
 	if _, err := c.Stat(context.Background(), "a"); err != dialErr {
 		t.Fatalf("Stat: %v, want the dial error itself", err)
 	}
-	if dials, live, _ := srv.stats(); dials != 2 || live != 0 {
+	if dials, live, _ := srv.stats(); dials != 1 || live != 0 {
 		t.Fatalf("dials %d live %d", dials, live)
 	}
 }

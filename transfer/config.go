@@ -166,8 +166,9 @@ type Config struct {
 	// MinSegmentSize is the smallest range worth its own connection. Zero
 	// means resume.DefaultMinSegmentSize (32 MiB).
 	MinSegmentSize int64
-	// RateLimit caps throughput in bytes per second, all connections
-	// together. Zero means no limit.
+	// RateLimit caps the Client's throughput in bytes per second: all its
+	// transfers and their connections together (the workers of a batch
+	// share it). Zero means no limit.
 	RateLimit int64
 
 	// Logger receives structured logs. Nil means none.
@@ -223,7 +224,13 @@ func (c Config) partSuffix() string {
 	return c.PartSuffix
 }
 
-func (c Config) engine() resume.Config {
+// engine returns the engine's configuration for a transfer of the remote
+// file path (named in its events).
+func (c Config) engine(path string) resume.Config {
+	var onEvent func(resume.Event)
+	if c.OnEvent != nil {
+		onEvent = func(e resume.Event) { c.OnEvent(eventOf(path, e)) }
+	}
 	return resume.Config{
 		MaxAttempts:    c.MaxAttempts,
 		StallTimeout:   c.StallTimeout,
@@ -236,6 +243,6 @@ func (c Config) engine() resume.Config {
 		Overlap:        c.Overlap,
 		Logger:         c.Logger,
 		Progress:       c.Progress,
-		OnEvent:        c.OnEvent,
+		OnEvent:        onEvent,
 	}
 }

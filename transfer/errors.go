@@ -8,12 +8,6 @@ import (
 	"github.com/openhaul/haul/resume"
 )
 
-// Error is the error of a failed transfer: it carries the operation, the
-// remote path, the bytes committed at the destination and the number of
-// attempts, and wraps the cause. Test the cause with errors.Is against the
-// sentinels below, fs.ErrNotExist and fs.ErrPermission.
-type Error = resume.Error
-
 // The error kinds a transfer can fail with, for errors.Is.
 var (
 	// ErrAuth: the login was rejected. Never retried.

@@ -25,10 +25,14 @@ type fakeServer struct {
 	dirs  map[string]bool   // by cleaned path; "." is the login directory
 
 	dials, live, maxLive int
+	refused              int // dials refused by connLimit
 	sessions             []*fakeSession
 
 	// dialErr, when set, is returned by every dial.
 	dialErr error
+	// connLimit, when set, refuses a dial while that many sessions are
+	// open, as vsftpd's max_per_ip does (421).
+	connLimit int
 	// checker makes sessions implement protocol.Checker (FTP-like);
 	// without it the pool checks with Stat(".") (SFTP-like).
 	checker bool
@@ -61,6 +65,10 @@ func (s *fakeServer) dial(ctx context.Context) (protocol.Session, error) {
 	s.dials++
 	if s.dialErr != nil {
 		return nil, s.dialErr
+	}
+	if s.connLimit > 0 && s.live >= s.connLimit {
+		s.refused++
+		return nil, &protocol.Error{Op: "dial", Code: 421, Kind: protocol.ErrTooManyConns, Err: errors.New("421 There are too many connections from your internet address.")}
 	}
 	s.live++
 	s.maxLive = max(s.maxLive, s.live)

@@ -44,6 +44,14 @@ type pool struct {
 	// reaping is set while reaper is scheduled.
 	reaping bool
 	closed  bool
+
+	// gate admits one dial at a time until a login succeeded, so that a
+	// wrong password or host key is tried once, not by every waiting
+	// user at once; loggedIn opens it for good, and refused holds the
+	// rejection, returned to every later user without dialling.
+	gate     chan struct{}
+	loggedIn bool
+	refused  error
 }
 
 type idleSession struct {
@@ -62,7 +70,7 @@ func newPool(dial protocol.Dialer, maxConns int, idleTimeout, checkTimeout time.
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &pool{dial: dial, max: maxConns, idleTimeout: idleTimeout, checkTimeout: checkTimeout, log: log,
-		wake: make(chan struct{})}
+		wake: make(chan struct{}), gate: make(chan struct{}, 1)}
 }
 
 // acquire returns a slot, waiting while all MaxConns are held and none is
@@ -147,12 +155,96 @@ func (p *pool) session(ctx context.Context, sl *slot) (protocol.Session, error) 
 		_ = sl.s.Close()
 		sl.s = nil
 	}
-	s, err := p.dial(ctx)
-	if err != nil {
-		return nil, err
+	for tries := 0; ; tries++ {
+		s, err := p.dialOnce(ctx)
+		if err == nil {
+			sl.s = s
+			return s, nil
+		}
+		if !errors.Is(err, protocol.ErrTooManyConns) || tries >= maxShrinks || !p.shrink(ctx, sl) {
+			return nil, err
+		}
+		if sl.s != nil {
+			if p.check(ctx, sl.s) == nil {
+				return sl.s, nil
+			}
+			_ = sl.s.Close()
+			sl.s = nil
+		}
 	}
-	sl.s = s
-	return s, nil
+}
+
+// dialOnce dials through the gate: until a login succeeded, one dial at
+// a time, and none after a rejected login or host key (its error again).
+func (p *pool) dialOnce(ctx context.Context) (protocol.Session, error) {
+	p.mu.Lock()
+	open, refused := p.loggedIn, p.refused
+	p.mu.Unlock()
+	if refused != nil {
+		return nil, refused
+	}
+	if !open {
+		select {
+		case p.gate <- struct{}{}:
+		case <-ctx.Done():
+			return nil, &protocol.Error{Op: "dial", Err: context.Cause(ctx)}
+		}
+		defer func() { <-p.gate }()
+		p.mu.Lock()
+		refused = p.refused
+		p.mu.Unlock()
+		if refused != nil {
+			return nil, refused
+		}
+	}
+	s, err := p.dial(ctx)
+	p.mu.Lock()
+	switch {
+	case err == nil:
+		p.loggedIn = true
+	case errors.Is(err, protocol.ErrAuth) || errors.Is(err, protocol.ErrHostKey):
+		p.refused = err
+	}
+	p.mu.Unlock()
+	return s, err
+}
+
+// maxShrinks bounds how often one session request gives way to a server
+// that refuses connections for having too many.
+const maxShrinks = 8
+
+// shrink handles a connection the server refused for having too many
+// (protocol.ErrTooManyConns) while sl's holder needed one: when other
+// sessions of the pool exist, it lowers the pool's cap to their number
+// (said once per new cap), gives sl's slot up and waits, as acquire does,
+// for a slot within the new cap, which sl then stands for (with an idle
+// session in it when one freed). It returns false, keeping sl, when no
+// other session exists (the server refuses even one: the caller's error
+// stands) or ctx ended.
+func (p *pool) shrink(ctx context.Context, sl *slot) bool {
+	p.mu.Lock()
+	others := p.used - 1
+	if others < 1 || p.closed {
+		p.mu.Unlock()
+		return false
+	}
+	if others < p.max {
+		p.log.Warn("transfer: the server refused a connection for having too many: lowering the session cap",
+			"from", p.max, "to", others)
+		p.max = others
+	}
+	p.used-- // sl's slot
+	p.broadcast()
+	p.mu.Unlock()
+	got, err := p.acquire(ctx)
+	if err != nil {
+		p.mu.Lock()
+		p.used++ // sl keeps a slot, as the caller expects to hand back
+		p.mu.Unlock()
+		return false
+	}
+	sl.s = got.s
+	return true
 }
 
 // check makes one round trip on s: NOOP where the session has a Checker

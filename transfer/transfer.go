@@ -36,10 +36,6 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-// Result describes a finished transfer: size, attempts, resumes, bytes
-// re-sent because of faults, duration and how the result was verified.
-type Result = resume.Result
-
 // VerifyPolicy says how a finished transfer is proven identical: auto
 // (the zero value), size, hash or readback.
 type VerifyPolicy = resume.VerifyPolicy
@@ -54,23 +50,6 @@ const (
 
 // ParseVerifyPolicy parses "auto", "size", "hash" or "readback".
 func ParseVerifyPolicy(s string) (VerifyPolicy, error) { return resume.ParseVerifyPolicy(s) }
-
-// Event is one step of a transfer (attempt, failure, backoff, restart,
-// verification), delivered to Config.OnEvent.
-type Event = resume.Event
-
-// EventKind says what an Event reports.
-type EventKind = resume.EventKind
-
-// The kinds of Event; see the resume package for each one's fields.
-const (
-	EventAttempt      = resume.EventAttempt
-	EventFailed       = resume.EventFailed
-	EventBackoff      = resume.EventBackoff
-	EventRestart      = resume.EventRestart
-	EventVerified     = resume.EventVerified
-	EventSingleStream = resume.EventSingleStream
-)
 
 // Transfer is the part of *Client that moves files between local paths
 // and one server, for code that wants an interface it can fake.
@@ -142,24 +121,47 @@ func Get(ctx context.Context, rawURL, localPath string, cfg Config) (Result, err
 // Config.MaxConns are in use) and dials, once per attempt at most, only
 // when none is fit.
 func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Result, error) {
+	return c.upload(ctx, localPath, remotePath, callOpts{})
+}
+
+// callOpts overrides the Client's configuration for one call (a file of a
+// batch).
+type callOpts struct {
+	// progress replaces Config.Progress when set.
+	progress func(done, total int64)
+	// segments replaces Config.Segments when non-zero.
+	segments int
+}
+
+func (o callOpts) apply(e resume.Config) resume.Config {
+	if o.progress != nil {
+		e.Progress = o.progress
+	}
+	if o.segments != 0 {
+		e.Segments = o.segments
+	}
+	return e
+}
+
+func (c *Client) upload(ctx context.Context, localPath, remotePath string, o callOpts) (Result, error) {
 	target, err := RemotePath(localPath, remotePath)
 	if err != nil {
-		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
+		return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 	}
 	remotePath = target
 	f, err := openSource(localPath)
 	if err != nil {
-		return Result{}, &resume.Error{Op: "upload", Path: remotePath, Err: err}
+		return Result{}, &Error{Op: "upload", Path: remotePath, Err: err}
 	}
 	defer f.Close()
-	ecfg := c.cfg.engine()
+	ecfg := o.apply(c.engine(remotePath))
 	if !c.cfg.DirectUpload {
 		ecfg.TempPath = remotePath + c.cfg.partSuffix()
 	}
 	// The state file records what the remote partial is known to hold, so
 	// that a later run (after a crash) resumes only what it can prove.
 	ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
-	return c.transfer(ctx, "upload", remotePath, func(ctx context.Context, dial protocol.Dialer) (Result, error) {
+	return c.transfer(ctx, "upload", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Upload(ctx, dial, f, remotePath, ecfg)
 	})
 }
@@ -173,8 +175,12 @@ func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 // fifo, socket, directory or symbolic link) fails with ErrNotRegular
 // before any connection is made. Sessions as for Upload.
 func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Result, error) {
+	return c.download(ctx, remotePath, localPath, callOpts{})
+}
+
+func (c *Client) download(ctx context.Context, remotePath, localPath string, o callOpts) (Result, error) {
 	fail := func(err error) (Result, error) {
-		return Result{}, &resume.Error{Op: "download", Path: remotePath, Err: err}
+		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
 	if err := protocol.CheckPath(remotePath); err != nil {
 		return fail(err)
@@ -206,13 +212,13 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 		}
 		return fail(err)
 	}
-	ecfg := c.cfg.engine()
+	ecfg := o.apply(c.engine(remotePath))
 	ecfg.StatePath = state
-	res, err := c.transfer(ctx, "download", remotePath, func(ctx context.Context, dial protocol.Dialer) (Result, error) {
+	res, err := c.transfer(ctx, "download", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Download(ctx, dial, remotePath, f, ecfg)
 	})
 	if cerr := f.Close(); err == nil && cerr != nil {
-		err = &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
+		err = &Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: cerr}
 	}
 	if err != nil {
 		// A partial this call created and never wrote to is not worth
@@ -229,7 +235,7 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 		err = os.Rename(part, localPath)
 	}
 	if err != nil {
-		return res, &resume.Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: err}
+		return res, &Error{Op: "download", Path: remotePath, Committed: res.Size, Attempts: res.Attempts, Err: err}
 	}
 	return res, nil
 }
@@ -237,15 +243,8 @@ func (c *Client) Download(ctx context.Context, remotePath, localPath string) (Re
 // uploadStatePath names the state file of a segmented upload of localPath
 // to remotePath on this server, or "" when there is no state directory.
 func (c *Client) uploadStatePath(localPath, remotePath string) string {
-	dir := c.cfg.StateDir
-	if dir == "" {
-		cache, err := os.UserCacheDir()
-		if err != nil {
-			return ""
-		}
-		dir = filepath.Join(cache, "haul")
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	dir, err := c.stateDir()
+	if err != nil {
 		return ""
 	}
 	abs, err := filepath.Abs(localPath)
@@ -254,6 +253,43 @@ func (c *Client) uploadStatePath(localPath, remotePath string) string {
 	}
 	key := sha256.Sum256([]byte(c.ep.Scheme + "\x00" + c.ep.User + "@" + c.ep.Addr() + "\x00" + remotePath + "\x00" + abs))
 	return filepath.Join(dir, "upload-"+hex.EncodeToString(key[:12])+".json")
+}
+
+// stateDir returns Config.StateDir, or the user's cache directory's
+// "haul", made (private) if missing.
+func (c *Client) stateDir() (string, error) {
+	dir := c.cfg.StateDir
+	if dir == "" {
+		cache, err := os.UserCacheDir()
+		if err != nil {
+			return "", err
+		}
+		dir = filepath.Join(cache, "haul")
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// sameContent compares a remote file with a local one by a server-side
+// hash (see resume.SameContent), on a pooled session.
+func (c *Client) sameContent(ctx context.Context, remotePath, localPath string) (method string, same bool, err error) {
+	f, err := openSource(localPath)
+	if err != nil {
+		return "", false, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", false, err
+	}
+	err = c.remote(ctx, "hash", remotePath, func(ctx context.Context, s protocol.Session) error {
+		var err error
+		method, same, err = resume.SameContent(ctx, s, remotePath, f, fi.Size())
+		return err
+	})
+	return method, same, err
 }
 
 func ftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {

@@ -72,6 +72,10 @@ func isStore(verb string) bool { return verb == "STOR" || verb == "APPE" }
 // their own, which fall back to the transport classification.
 func (f failure) codeKind(code int) (kind error, ok bool) {
 	switch {
+	case code == 421 && (f.op == "dial" || f.op == "login"):
+		// Refused before the session began: "too many connections"
+		// (vsftpd max_per_ip/max_clients, proftpd MaxClients).
+		return protocol.ErrTooManyConns, true
 	case code == 421 || code == 425 || code == 426:
 		return protocol.ErrTransient, true
 	case code == 530 || code == 532 || code == 430:
