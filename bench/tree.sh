@@ -117,7 +117,8 @@ MISMATCH=0
 
 cleanup() {
   declare -F net_cleanup >/dev/null && net_cleanup
-  rm -rf "${VSFTPD_ROOT:?}/$RBASE" "${SSHD_HOME:?}/$RBASE" "$W"/dl-* "$W"/cache.* "$W"/snap.* "$W/last.out"
+  rm -rf "${VSFTPD_ROOT:?}/$RBASE" "${SSHD_HOME:?}/$RBASE" "$W"/dl-* "$W"/cache.* "$W"/snap.* "$W/last.out" \
+    "$W/counters" "$W/window.log" "$W/rss.out"
   if [[ -n ${HAUL_WT:-} ]]; then
     git -C "$REPO" worktree remove --force "$HAUL_WT" 2>/dev/null || rm -rf "$HAUL_WT"
     git -C "$REPO" worktree prune 2>/dev/null || true

@@ -194,9 +194,10 @@ def notes(runs):
         if r["status"] != "ok" or r["note"] not in ("-", ""):
             ns.append("%s %s round %s %s %s: %s %s" % (r["set"], r["kind"], r["round"], r["op"], r["tool"],
                                                        r["status"], r["note"]))
-        if r["other"] not in ("-", "0", ""):
-            ns.append("%s %s round %s %s %s: %s other session(s) logged in during the run (not counted)" % (
-                r["set"], r["kind"], r["round"], r["op"], r["tool"], r["other"]))
+    others = [int(r["other"]) for r in runs if r["other"].isdigit() and r["other"] != "0"]
+    if others:
+        ns.append("the shared test bed's other users logged in %d time(s) during %d of %d runs (not counted)"
+                  % (sum(others), len(others), len(runs)))
     if ns:
         print()
         print("notes:")
