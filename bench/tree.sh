@@ -354,8 +354,9 @@ count_log() {
 }
 
 # ---------------------------------------------------------------- runs
-# dest_of OP TOOL: the directory a run writes into (remote: on disk in the
-# server's root), and src_arg/dst_arg: what the tool is given.
+# dest_of OP TOOL: the directory a run of TOOL writes into: for a put the
+# remote directory, seen on disk in the server's root (the tool is given its
+# path under RBASE); for a get a local one.
 dest_of() {
   if [[ $(dir_of "$1") == put ]]; then echo "$(remote_root "$1")/$RBASE/$SETNAME-up-$2"; else echo "$W/dl-$SETNAME-$1-$2"; fi
 }
