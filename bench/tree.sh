@@ -118,7 +118,7 @@ MISMATCH=0
 cleanup() {
   declare -F net_cleanup >/dev/null && net_cleanup
   rm -rf "${VSFTPD_ROOT:?}/$RBASE" "${SSHD_HOME:?}/$RBASE" "$W"/dl-* "$W"/cache.* "$W"/snap.* "$W/last.out" \
-    "$W/counters" "$W/window.log" "$W/rss.out"
+    "$W/counters" "$W/window.log" "$W/time.out"
   if [[ -n ${HAUL_WT:-} ]]; then
     git -C "$REPO" worktree remove --force "$HAUL_WT" 2>/dev/null || rm -rf "$HAUL_WT"
     git -C "$REPO" worktree prune 2>/dev/null || true
@@ -235,6 +235,15 @@ net_setup() {
   mkdir -p "$CG" 2>/dev/null || { log "cannot create $CG: wire counters off"; CG=; return 0; }
   NET=1
   net_reset
+}
+# cg_cpu: CPU microseconds the run's cgroup has used so far (every process
+# of it, children a tool does not wait for included), or "-".
+cg_cpu() {
+  if (( NET )) && [[ -r $CG/cpu.stat ]]; then awk '$1 == "usage_usec" { print $2 }' "$CG/cpu.stat"; else echo -; fi
+}
+# cg_kill: end whatever a tool left running in the cgroup (lftp's ssh).
+cg_kill() {
+  if (( NET )) && [[ -w $CG/cgroup.kill ]]; then echo 1 >"$CG/cgroup.kill" 2>/dev/null || true; fi
 }
 net_cleanup() {
   [[ -n $CG ]] || return 0
@@ -369,7 +378,9 @@ run_tool() {
   local rdest=$RBASE/${dest##*/} rsrc=$RBASE/$SETNAME
   local tmo=(timeout -k 5 "$RUN_TIMEOUT")
   local meter=()
-  [[ -n ${METER:-} ]] && meter=(/usr/bin/time -f %M -o "$METER")
+  # GNU time: peak RSS (KiB) and CPU seconds (user, sys) of the tool and the
+  # children it waited for (lftp's ssh).
+  [[ -n ${METER:-} ]] && meter=(/usr/bin/time -f '%M %U %S' -o "$METER")
   case $tool in
     rclone)
       local remote=htftp; [[ $proto == sftp ]] && remote=htsftp
@@ -382,9 +393,9 @@ run_tool() {
       local open="open -u $USER,$PASSWORD -p $VSFTPD_PORT $HOST"
       [[ $proto == sftp ]] && open="open -u $USER,$PASSWORD -p $SSHD_PORT sftp://$HOST"
       if [[ $dir == put ]]; then
-        "${tmo[@]}" lftp -c "$LFTP_SET; $open; mirror -R --parallel=$PAR $SRCDIR/tree $rdest"
+        "${tmo[@]}" "${meter[@]}" lftp -c "$LFTP_SET; $open; mirror -R --parallel=$PAR $SRCDIR/tree $rdest"
       else
-        "${tmo[@]}" lftp -c "$LFTP_SET; $open; mirror --parallel=$PAR $rsrc $dest"
+        "${tmo[@]}" "${meter[@]}" lftp -c "$LFTP_SET; $open; mirror --parallel=$PAR $rsrc $dest"
       fi ;;
     haul)
       local args=(-r --parallel "$PAR" --json -q)
@@ -402,10 +413,11 @@ run_tool() {
 # one_run KIND ROUND OP TOOL: KIND "run" starts from an empty destination,
 # "rerun" runs again on the tree the tool's last run left. Appends to
 # RUNS_TSV: set kind round op tool secs status note logins other bytes
-# rewritten load1 rss_kib conns wire_up wire_down (see count_log, net_read).
+# rewritten load1 rss_kib conns wire_up wire_down cpu_s (see count_log,
+# net_read; rss and CPU from GNU time, "-" without it).
 declare -A CACHE=()
 one_run() {
-  local kind=$1 round=$2 op=$3 tool=$4 rc=0 status=ok note=- rewritten=- rss=-
+  local kind=$1 round=$2 op=$3 tool=$4 rc=0 status=ok note=- rewritten=- rss=- cpu=-
   local dest; dest=$(dest_of "$op" "$tool")
   if [[ $kind == run ]]; then
     rm -rf "$dest"; mkdir -p "$dest"
@@ -418,10 +430,11 @@ one_run() {
   local slog; slog=$(server_log "$op")
   local off; off=$(stat -c %s "$slog" 2>/dev/null || echo 0)
   METER=
-  [[ $SETNAME == rss ]] && METER=$W/rss.out && rm -f "$METER"
+  [[ -x /usr/bin/time ]] && METER=$W/time.out && rm -f "$METER"
   sync
   net_reset
   local load; load=$(cut -d' ' -f1 /proc/loadavg)
+  local cpu0; cpu0=$(cg_cpu)
   local t0=$EPOCHREALTIME
   (
     if (( NET )); then echo "$BASHPID" >"$CG/cgroup.procs"; fi
@@ -431,6 +444,8 @@ one_run() {
   local secs; secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
   # sshd logs a connection's bytes when it closes, just after the client exits.
   sleep 0.5
+  cg_kill
+  local cpu1; cpu1=$(cg_cpu)
   tail -c "+$(( off + 1 ))" "$slog" >"$W/window.log" 2>/dev/null || : >"$W/window.log"
   local logins other bytes; read -r logins other bytes < <(count_log "$op" "$W/window.log")
   local fc fu fd sc su sd conns up down; read -r fc fu fd sc su sd < <(net_read)
@@ -448,7 +463,14 @@ one_run() {
     snapshot "$dest" >"$W/snap.after"
     rewritten=$(comm -13 "$W/snap.before" "$W/snap.after" | wc -l)
   fi
-  [[ -n $METER && -s $METER ]] && rss=$(tail -1 "$METER")
+  if [[ -n $METER && -s $METER ]]; then
+    local m; m=$(tail -1 "$METER")
+    if [[ $m =~ ^([0-9]+)\ ([0-9.]+)\ ([0-9.]+)$ ]]; then
+      rss=${BASH_REMATCH[1]} cpu=$(awk -v u="${BASH_REMATCH[2]}" -v s="${BASH_REMATCH[3]}" 'BEGIN { printf "%.2f", u + s }')
+    fi
+  fi
+  # The cgroup's figure counts every process of the run: prefer it.
+  if [[ $cpu0 != - && $cpu1 != - ]]; then cpu=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'); fi
   if (( rc == 124 || rc == 137 )); then status=fail note="timeout-${RUN_TIMEOUT}s"
   elif (( rc != 0 )); then status=fail note="exit-$rc"
   fi
@@ -459,11 +481,11 @@ one_run() {
     fi
     note="${note/#-/}${note:+ }${VERIFY_MSG// /_}"; note=${note# }
   fi
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SETNAME" "$kind" "$round" "$op" "$tool" "$secs" "$status" \
-    "${note:0:300}" "$logins" "$other" "$bytes" "$rewritten" "$load" "$rss" "$conns" "$up" "$down" >>"$RUNS_TSV"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$SETNAME" "$kind" "$round" "$op" "$tool" "$secs" "$status" \
+    "${note:0:300}" "$logins" "$other" "$bytes" "$rewritten" "$load" "$rss" "$conns" "$up" "$down" "$cpu" >>"$RUNS_TSV"
   log "$(printf '%-4s %-5s r%-2s %-8s %-6s %7ss  %-8s logins %s%s  bytes %s%s%s' "$SETNAME" "$kind" "$round" "$op" "$tool" "$secs" "$status" \
     "$logins" "$([[ $other != - && $other != 0 ]] && echo " (+$other not ours)")" "$bytes${conns:+ conns $conns}" \
-    "$([[ $rewritten != - ]] && echo "  rewritten $rewritten")" "$([[ $rss != - ]] && echo "  peak RSS ${rss} KiB")")$([[ $note != - ]] && echo "  $note")"
+    "$([[ $rewritten != - ]] && echo "  rewritten $rewritten")" "$([[ $rss != - ]] && echo "  CPU ${cpu}s  peak RSS ${rss} KiB")")$([[ $note != - ]] && echo "  $note")"
 }
 
 # tools_for ROUND: the order of one round: haul between the peers, the

@@ -5,7 +5,7 @@ Usage: tree_table.py tree RUNS_TSV HEADER OPS PEERS HAUL_BATCH [PARALLEL]
        tree_table.py rss  RUNS_TSV HEADER TARGET_MIB HAUL_BATCH
   RUNS_TSV  tab-separated lines: set kind round op tool secs status note
             logins other bytes rewritten load1 rss_kib conns wire_up
-            wire_down ("-" where unknown);
+            wire_down cpu_s ("-" where unknown);
             set is "tree" or "rss", kind "run" (from an empty destination)
             or "rerun" (on the complete tree the tool's last run left).
   OPS, PEERS  space-separated, in table order.
@@ -32,12 +32,12 @@ def load(path, want_set):
     with open(path, encoding="utf-8") as f:
         for line in f:
             p = line.rstrip("\n").split("\t")
-            if len(p) != 17 or p[0] != want_set:
+            if len(p) != 18 or p[0] != want_set:
                 continue
             runs.append(dict(zip(
                 ("set", "kind", "round", "op", "tool", "secs", "status", "note",
                  "logins", "other", "bytes", "rewritten", "load", "rss",
-                 "conns", "up", "down"), p)))
+                 "conns", "up", "down", "cpu"), p)))
     return runs
 
 
@@ -122,6 +122,32 @@ def tree(path, header, ops, peers, batch, par):
             row.append("-")
         rows.append(row)
     print(render(rows))
+
+    # CPU seconds (user + sys) of the client, which a loaded machine
+    # disturbs far less than wall time; the servers' CPU is not in it.
+    if any(r["cpu"] != "-" for r in runs):
+        print()
+        print("client CPU seconds (user+sys of every process of the run, from its cgroup's cpu.stat;"
+              " without the cgroup, GNU time's figure for the tool and the children it waited for;"
+              " the server's CPU is not counted): median over good runs; ratio as above")
+        print()
+        rows = [["op"] + ["%s CPU s" % t for t in tools] + ["haul vs faster peer (CPU)"]]
+        for op in ops:
+            cpu = {t: [float(r["cpu"]) for r in runs if r["kind"] == "run" and r["op"] == op and r["tool"] == t
+                       and r["status"] == "ok" and r["cpu"] != "-"] for t in tools}
+            row = [op] + [fmt_secs(cpu[t]) for t in peers]
+            if batch:
+                row.append(fmt_secs(cpu["haul"]))
+                pm = {t: med(cpu[t]) for t in peers if cpu[t]}
+                if pm and cpu["haul"] and med(cpu["haul"]) > 0:
+                    best = min(pm, key=pm.get)
+                    row.append("%.2fx (vs %s)" % (pm[best] / med(cpu["haul"]), best))
+                else:
+                    row.append("-")
+            else:
+                row += ["n/a", NA]
+            rows.append(row)
+        print(render(rows))
 
     reruns = [r for r in runs if r["kind"] == "rerun"]
     if reruns:
