@@ -197,6 +197,11 @@ func FailureKind(err error) string {
 	return "other"
 }
 
+// ErrNotTried is matched by the error of a file of a batch that was never
+// attempted because the batch stopped first (a rejected login or host
+// key, the context's end); the error also matches that cause.
+var ErrNotTried = errors.New("not tried: the batch stopped")
+
 // fatal reports errors after which no other file of the batch is tried:
 // every login would be rejected the same way (and servers lock accounts
 // after a few), or the call is over.
@@ -531,7 +536,11 @@ func (b *batch) one(ctx context.Context, j Job) FileResult {
 		stop = context.Cause(ctx)
 	}
 	if stop != nil {
-		r.Err = &Error{Op: b.op, Path: j.Remote, Err: fmt.Errorf("not tried: %w", stop)}
+		var te *Error
+		if errors.As(stop, &te) {
+			stop = te.Err // the cause, not the other file's totals
+		}
+		r.Err = &Error{Op: b.op, Path: j.Remote, Err: fmt.Errorf("%w: %w", ErrNotTried, stop)}
 		return r
 	}
 	var rec *journalRecord

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -168,5 +169,77 @@ func TestUploadFromReaderAt(t *testing.T) {
 	}
 	if !bytes.Equal(srv.file("r.bin"), data) || res.Size != int64(len(data)) || res.Attempts < 2 {
 		t.Fatalf("result %+v", res)
+	}
+}
+
+// memWriterAt is a plain io.WriterAt (no ReadAt).
+type memWriterAt struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *memWriterAt) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if end := off + int64(len(p)); end > int64(len(m.b)) {
+		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
+	}
+	copy(m.b[off:], p)
+	return len(p), nil
+}
+
+// rwAt can also be read back.
+type rwAt struct{ memWriterAt }
+
+func (m *rwAt) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if off >= int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func TestDownloadToWriterAt(t *testing.T) {
+	srv := newFakeServer()
+	data := randomBytes(9, 2<<20+123)
+	srv.put("x.bin", data)
+	c := testClient(t, srv, Config{})
+	for name, w := range map[string]interface {
+		io.WriterAt
+	}{"plain": &memWriterAt{}, "readback": &rwAt{}} {
+		res, err := c.DownloadTo(context.Background(), "x.bin", w)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var got []byte
+		switch w := w.(type) {
+		case *memWriterAt:
+			got = w.b
+		case *rwAt:
+			got = w.b
+		}
+		if !bytes.Equal(got, data) || res.Size != int64(len(data)) || res.Verified == "" {
+			t.Fatalf("%s: result %+v, %d bytes", name, res, len(got))
+		}
+	}
+}
+
+// TestPoolWaitsForABusyServer: a server that refuses the first
+// connections for having too many (other clients hold them) is waited
+// for, not failed, when the pool holds none of its connections.
+func TestPoolWaitsForABusyServer(t *testing.T) {
+	srv := newFakeServer()
+	srv.busyDials = 2
+	c := testClient(t, srv, Config{})
+	if err := c.MkdirAll(context.Background(), "a/b"); err != nil {
+		t.Fatal(err)
+	}
+	if dials, _, _ := srv.stats(); dials != 3 {
+		t.Fatalf("%d dials, want 3 (2 refused, then one)", dials)
 	}
 }

@@ -33,6 +33,9 @@ type fakeServer struct {
 	// connLimit, when set, refuses a dial while that many sessions are
 	// open, as vsftpd's max_per_ip does (421).
 	connLimit int
+	// busyDials refuses that many next dials with 421, as a server whose
+	// connections other clients hold.
+	busyDials int
 	// checker makes sessions implement protocol.Checker (FTP-like);
 	// without it the pool checks with Stat(".") (SFTP-like).
 	checker bool
@@ -66,7 +69,8 @@ func (s *fakeServer) dial(ctx context.Context) (protocol.Session, error) {
 	if s.dialErr != nil {
 		return nil, s.dialErr
 	}
-	if s.connLimit > 0 && s.live >= s.connLimit {
+	if s.connLimit > 0 && s.live >= s.connLimit || s.busyDials > 0 {
+		s.busyDials = max(s.busyDials-1, 0)
 		s.refused++
 		return nil, &protocol.Error{Op: "dial", Code: 421, Kind: protocol.ErrTooManyConns, Err: errors.New("421 There are too many connections from your internet address.")}
 	}

@@ -161,8 +161,20 @@ func (p *pool) session(ctx context.Context, sl *slot) (protocol.Session, error) 
 			sl.s = s
 			return s, nil
 		}
-		if !errors.Is(err, protocol.ErrTooManyConns) || tries >= maxShrinks || !p.shrink(ctx, sl) {
+		if !errors.Is(err, protocol.ErrTooManyConns) || tries >= maxShrinks {
 			return nil, err
+		}
+		if !p.shrink(ctx, sl) {
+			// No session of ours holds the server's slots: someone
+			// else's do. Wait a little for one to free.
+			t := time.NewTimer(min(250*time.Millisecond<<tries, 4*time.Second))
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				t.Stop()
+				return nil, err
+			}
+			continue
 		}
 		if sl.s != nil {
 			if p.check(ctx, sl.s) == nil {
@@ -210,7 +222,9 @@ func (p *pool) dialOnce(ctx context.Context) (protocol.Session, error) {
 }
 
 // maxShrinks bounds how often one session request gives way to a server
-// that refuses connections for having too many.
+// that refuses connections for having too many (by lowering the cap, or,
+// when no session of the pool is open, by waiting 250 ms, doubling, for
+// other clients' connections to end: at most about 20 s in all).
 const maxShrinks = 8
 
 // shrink handles a connection the server refused for having too many

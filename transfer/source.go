@@ -70,3 +70,24 @@ func (i readerInfo) Mode() fs.FileMode  { return 0o444 }
 func (i readerInfo) ModTime() time.Time { return i.mtime }
 func (i readerInfo) IsDir() bool        { return false }
 func (i readerInfo) Sys() any           { return nil }
+
+// UploadStream uploads what r yields, to its end, to remotePath. A stream
+// cannot be read twice, so it is NOT resumable: a cut or any other
+// failure ends the call (an *Error, 0 bytes committed) and nothing is
+// retried; start again with a new reader, or give an io.ReaderAt to
+// UploadFrom for a resumable upload. Everything else holds: the data goes
+// to remotePath + Config.PartSuffix and is renamed into place only once
+// the server's size and, where it can hash, its hash match the bytes read
+// (hashed as they were read). Config.Verify "readback" is refused.
+func (c *Client) UploadStream(ctx context.Context, r io.Reader, remotePath string) (Result, error) {
+	if err := protocol.CheckPath(remotePath); err != nil {
+		return Result{Op: "upload", Remote: remotePath}, &Error{Op: "upload", Path: remotePath, Err: err}
+	}
+	ecfg := c.engine(remotePath)
+	if !c.cfg.DirectUpload {
+		ecfg.TempPath = remotePath + c.cfg.partSuffix()
+	}
+	return c.transfer(ctx, "upload", remotePath, "", func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
+		return resume.UploadStream(ctx, dial, r, remotePath, ecfg)
+	})
+}

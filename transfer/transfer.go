@@ -368,6 +368,8 @@ func sftpDialer(ep Endpoint, cfg Config) (protocol.Dialer, error) {
 	}
 	if ka := cfg.keepAlive(); ka > 0 {
 		opts = append(opts, psftp.WithKeepAlive(ka))
+	} else {
+		opts = append(opts, psftp.WithKeepAlive(0)) // negative: off, as Config says
 	}
 	if cfg.NoExecHash {
 		opts = append(opts, psftp.WithExecHash(false))

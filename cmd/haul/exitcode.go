@@ -33,10 +33,15 @@ func (e *usageError) Unwrap() error { return e.err }
 // classify maps an error to its exit code and the kind reported in JSON.
 // It is the one place the CLI decides that.
 func classify(err error) (code int, kind string) {
-	var ue *usageError
+	var (
+		ue *usageError
+		bf *batchFailure
+	)
 	switch {
 	case err == nil:
 		return exitOK, ""
+	case errors.As(err, &bf):
+		return bf.code, bf.kind
 	case errors.As(err, &ue), errors.Is(err, transfer.ErrInvalidURL), errors.Is(err, transfer.ErrNotRegular):
 		// A LOCAL that is a device, fifo, socket or link: the command
 		// names something haul will not write, and no retry changes that.

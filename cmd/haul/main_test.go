@@ -91,7 +91,7 @@ func TestBadInputsFailAtOnce(t *testing.T) {
 		msg  string
 	}{
 		{"no command", []string{}, exitUsage, "no command given"},
-		{"one argument", []string{"put", "only-one"}, exitUsage, "want 2 arguments"},
+		{"one argument", []string{"put", "only-one"}, exitUsage, "want at least 2 arguments"},
 		{"unknown command", []string{"bogus"}, exitUsage, "unknown command"},
 		{"retries not a number", []string{"get", "--retries", "x", ftp, local}, exitUsage, "invalid argument"},
 		{"unsupported scheme", []string{"get", "http://h/f", local}, exitUsage, "unsupported URL scheme"},

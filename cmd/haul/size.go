@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // sizeUnits are the suffixes parseSize accepts, case-insensitively: the
@@ -47,4 +48,53 @@ func parseSize(s string) (int64, error) {
 		return 0, fmt.Errorf("%s is less than one byte", s)
 	}
 	return int64(b), nil
+}
+
+// units is how sizes and rates are shown: powers of 1024 (KiB, MiB: the
+// default, as the bare K and M of --limit-rate count) or of 1000 (kB, MB:
+// when --limit-rate was given in KB, MB, GB or TB), so that the rate shown
+// is in the unit the limit counts.
+type units struct{ si bool }
+
+// unitsFor returns the units matching a --limit-rate value ("" for none).
+func unitsFor(limit string) units {
+	u := strings.ToLower(strings.TrimSpace(strings.TrimLeft(limit, "0123456789.")))
+	return units{si: len(u) == 2 && u[1] == 'b'}
+}
+
+// size formats n bytes: "512 B", "1.5 MiB", "587 MiB" (or kB, MB...),
+// with three significant digits at most.
+func (u units) size(n int64) string {
+	base, names := 1024.0, []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"}
+	if u.si {
+		base, names = 1000, []string{"B", "kB", "MB", "GB", "TB", "PB", "EB"}
+	}
+	v, i := float64(n), 0
+	for v >= base && i < len(names)-1 {
+		v /= base
+		i++
+	}
+	switch {
+	case i == 0 || v >= 99.95:
+		return fmt.Sprintf("%.0f %s", v, names[i])
+	case v >= 9.995:
+		return fmt.Sprintf("%.1f %s", v, names[i])
+	}
+	return fmt.Sprintf("%.2f %s", v, names[i])
+}
+
+// rate formats a rate in bytes per second.
+func (u units) rate(bps float64) string {
+	if bps < 0 || math.IsNaN(bps) || math.IsInf(bps, 0) {
+		return "-"
+	}
+	return u.size(int64(bps)) + "/s"
+}
+
+// rateOf is bytes over d as a rate.
+func (u units) rateOf(bytes int64, d time.Duration) string {
+	if d <= 0 {
+		return "-"
+	}
+	return u.rate(float64(bytes) / d.Seconds())
 }

@@ -42,6 +42,7 @@ type link struct {
 	holed          atomic.Bool
 	writers        atomic.Int32 // writers still running normally
 	cut            atomic.Bool  // torn down by a Close or Reset fault
+	last           atomic.Int64 // when a byte last arrived, either way (UnixNano; see idle.go)
 	up, down       side
 }
 
@@ -107,6 +108,9 @@ func (l *link) read(dir Dir, src *net.TCPConn, ch chan<- chunk) {
 		s.held.Add(int64(n))
 		s.mu.Unlock()
 		at := time.Now()
+		if n > 0 {
+			l.last.Store(at.UnixNano())
+		}
 		if n == 0 {
 			bufPool.Put(b)
 		} else if !l.send(ch, chunk{buf: b, n: n, at: at}) {

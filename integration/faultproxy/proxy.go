@@ -32,6 +32,8 @@ type Proxy struct {
 	latency      atomic.Int64       // time.Duration
 	rcvbuf       atomic.Int64       // SO_RCVBUF of new connections' sockets, 0 = kernel default
 	logger       atomic.Pointer[slog.Logger]
+	idleDrop     atomic.Int64 // time.Duration, 0 = off (see idle.go)
+	idleDrops    atomic.Int64
 
 	mu     sync.Mutex
 	closed bool
@@ -363,6 +365,7 @@ func (p *Proxy) handle(client *net.TCPConn, port int) {
 	p.links[l] = struct{}{}
 	p.mu.Unlock()
 	p.log().Debug("faultproxy: accepted", "port", port, "client", client.RemoteAddr())
+	p.watchIdle(l)
 	l.run()
 }
 

@@ -19,7 +19,7 @@ CONFS="$HAUL_TESTBED_STATE/conf"
 
 # Every daemon we start: name -> pid file in $RUN/<name>.pid.
 TB_SERVERS=(vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd pure-ftpd sshd sshd-noexec
-            rclone-sftp pyftpd-norest)
+            rclone-sftp pyftpd-norest vsftpd-badpasv)
 # Servers whose root has a full/ tmpfs.
 TB_FULL=(vsftpd pure-ftpd sshd)
 

@@ -163,6 +163,15 @@ type Env struct {
 	// Not in FTPServers. Its Port is zero when the env file predates it:
 	// see RequireServer.
 	PyftpdNoRest Server
+	// VsftpdBadPasv is vsftpd like VsftpdPlain whose PASV replies name
+	// BadPasvAddress instead of its own (pasv_address, the classic NAT
+	// misconfiguration): clients that connect where PASV says hang or
+	// fail; haul connects to the control host. Not in FTPServers. Its Port
+	// is zero when the env file predates it: see RequireServer.
+	VsftpdBadPasv Server
+	// BadPasvAddress is the address VsftpdBadPasv announces ("" when
+	// unknown).
+	BadPasvAddress string
 
 	raw map[string]string
 }
@@ -272,6 +281,8 @@ func (e *Env) parse() error {
 	e.SSHDNoExec = p.optional("SSHD_NOEXEC", e.Host, false)
 	e.RcloneSFTP = p.optional("RCLONE_SFTP", e.Host, false)
 	e.PyftpdNoRest = p.optional("PYFTPD_NOREST", e.Host, true)
+	e.VsftpdBadPasv = p.optional("VSFTPD_BADPASV", e.Host, true)
+	e.BadPasvAddress = p.str("VSFTPD_BADPASV_ADDRESS", false)
 	return errors.Join(p.errs...)
 }
 

@@ -61,6 +61,14 @@ PYFTPD_NOREST_ROOT=/s/root/pyftpd-norest
 PYFTPD_NOREST_HOME=/
 PYFTPD_NOREST_LOG=/s/log/pyftpd-norest.log
 PYFTPD_NOREST_PID=44
+VSFTPD_BADPASV_PORT=2129
+VSFTPD_BADPASV_PASV_MIN=30140
+VSFTPD_BADPASV_PASV_MAX=30159
+VSFTPD_BADPASV_ROOT=/s/root/vsftpd-badpasv
+VSFTPD_BADPASV_HOME=/
+VSFTPD_BADPASV_LOG=/s/log/vsftpd-badpasv.log
+VSFTPD_BADPASV_PID=45
+VSFTPD_BADPASV_ADDRESS=192.0.2.1
 `
 
 func TestLoadParsesAndOverrides(t *testing.T) {
@@ -106,6 +114,11 @@ func TestLoadParsesAndOverrides(t *testing.T) {
 		py.PID != 44 || py.LocalPath("/y") != "/s/root/pyftpd-norest/y" || py.Log != "/s/log/pyftpd-norest.log" {
 		t.Fatalf("PYFTPD_NOREST: %+v", py)
 	}
+	bp := e.VsftpdBadPasv
+	if bp.Name != "VSFTPD_BADPASV" || bp.Addr() != "127.0.0.1:2129" || bp.PasvMin != 30140 || bp.PasvMax != 30159 ||
+		bp.PID != 45 || e.BadPasvAddress != "192.0.2.1" {
+		t.Fatalf("VSFTPD_BADPASV: %+v %q", bp, e.BadPasvAddress)
+	}
 }
 
 // An env file written before SSHD_NOEXEC existed still loads; the server
@@ -126,6 +139,9 @@ func TestLoadWithoutSSHDNoExec(t *testing.T) {
 	if e.RcloneSFTP.Port != 0 || e.RcloneSFTP.Name != "RCLONE_SFTP" ||
 		e.PyftpdNoRest.Port != 0 || e.PyftpdNoRest.Name != "PYFTPD_NOREST" {
 		t.Fatalf("RCLONE_SFTP %+v, PYFTPD_NOREST %+v", e.RcloneSFTP, e.PyftpdNoRest)
+	}
+	if e.VsftpdBadPasv.Port != 0 || e.VsftpdBadPasv.Name != "VSFTPD_BADPASV" {
+		t.Fatalf("VSFTPD_BADPASV %+v", e.VsftpdBadPasv)
 	}
 }
 

@@ -2,7 +2,7 @@
 # up.sh: start haul's real-server test bed on 127.0.0.1 (idempotent).
 #
 # Starts private instances of vsftpd (plain, explicit FTPS, limited, no upload
-# lock), proftpd (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd, two
+# lock, wrong PASV address), proftpd (FTP + mod_digest, SFTP via mod_sftp), pure-ftpd, two
 # OpenSSH sshd (internal-sftp with exec allowed; ForceCommand internal-sftp),
 # rclone serve sftp (in-order writes only) and pyftpdlib without REST,
 # each with a generated config, its own data root and log
@@ -37,6 +37,10 @@ PROFTPD_PORT=2124;        PROFTPD_PASV=(30060 30079)
 PUREFTPD_PORT=2125;       PUREFTPD_PASV=(30080 30099)
 VSFTPD_NOLOCK_PORT=2126;  VSFTPD_NOLOCK_PASV=(30100 30119)
 PYFTPD_NOREST_PORT=2228;  PYFTPD_NOREST_PASV=(30120 30139)
+VSFTPD_BADPASV_PORT=2129; VSFTPD_BADPASV_PASV=(30140 30159)
+# The address the misconfigured vsftpd announces in PASV (TEST-NET-1: routes
+# nowhere), as a server behind NAT with a wrong pasv_address does.
+VSFTPD_BADPASV_ADDRESS=192.0.2.1
 SSHD_PORT=2222
 SSHD_NOEXEC_PORT=2223
 PROFTPD_SFTP_PORT=2225
@@ -70,7 +74,7 @@ UGROUP=$(id -gn "$U")
 
 # ---- data roots and the full tmpfs --------------------------------------------
 for r in vsftpd vsftpd-ftps vsftpd-limited vsftpd-nolock proftpd proftpd-sftp pure-ftpd sshd sshd-noexec \
-         rclone-sftp pyftpd-norest; do
+         rclone-sftp pyftpd-norest vsftpd-badpasv; do
   mkdir -p "$ROOTS/$r"; chown "$U:$UGROUP" "$ROOTS/$r"; chmod 755 "$ROOTS/$r"
 done
 for r in "${TB_FULL[@]}"; do
@@ -187,6 +191,13 @@ vsftpd_conf vsftpd-nolock "$VSFTPD_NOLOCK_PORT" "${VSFTPD_NOLOCK_PASV[@]}" 0 300
 echo "lock_upload_files=NO" >>"$CONFS/vsftpd-nolock.conf"
 start vsftpd-nolock "$VSFTPD_NOLOCK_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd-nolock.conf" || fail=1
 
+# vsftpd whose PASV reply names a wrong address (pasv_address), the classic
+# NAT misconfiguration: clients that trust the address hang; haul connects
+# to the control host and works; haul doctor reports it.
+vsftpd_conf vsftpd-badpasv "$VSFTPD_BADPASV_PORT" "${VSFTPD_BADPASV_PASV[@]}" 0 300 600
+echo "pasv_address=$VSFTPD_BADPASV_ADDRESS" >>"$CONFS/vsftpd-badpasv.conf"
+start vsftpd-badpasv "$VSFTPD_BADPASV_PORT" /usr/sbin/vsftpd "$CONFS/vsftpd-badpasv.conf" || fail=1
+
 tb_render "$CONF_DIR/proftpd.conf.tmpl" "$CONFS/proftpd.conf" \
   LISTEN_ADDR="$HAUL_TESTBED_HOST" PORT="$PROFTPD_PORT" PASV_MIN="${PROFTPD_PASV[0]}" PASV_MAX="${PROFTPD_PASV[1]}" \
   RUN="$RUN" LOGDIR="$LOGDIR" LOG="$LOGDIR/proftpd.log" MODULE_PATH="$PKG_ROOT/usr/lib/proftpd" \
@@ -302,6 +313,9 @@ mkdir -p "$(dirname "$HAUL_TESTBED_ENV")"
   emit SSHD_NOEXEC "$SSHD_NOEXEC_PORT" "" "" "$ROOTS/sshd-noexec" "$ROOTS/sshd-noexec" "" \
     "$LOGDIR/sshd-noexec.log" "$(pid sshd-noexec)"
   emit RCLONE_SFTP "$RCLONE_SFTP_PORT" "" "" "$ROOTS/rclone-sftp" / "" "$LOGDIR/rclone-sftp.log" "$(pid rclone-sftp)"
+  emit VSFTPD_BADPASV "$VSFTPD_BADPASV_PORT" "${VSFTPD_BADPASV_PASV[@]}" "$ROOTS/vsftpd-badpasv" / "" \
+    "$LOGDIR/vsftpd-badpasv.log" "$(pid vsftpd-badpasv)"
+  echo "VSFTPD_BADPASV_ADDRESS=$VSFTPD_BADPASV_ADDRESS"
   emit PYFTPD_NOREST "$PYFTPD_NOREST_PORT" "${PYFTPD_NOREST_PASV[@]}" "$ROOTS/pyftpd-norest" / "" \
     "$LOGDIR/pyftpd-norest.log" "$(pid pyftpd-norest)"
 } >"$tmp_env"
