@@ -3,7 +3,7 @@
 GO ?= go
 TESTBED := integration/testbed
 
-.PHONY: all build test unit compose-test install up down status bench
+.PHONY: all build test unit compose-test install up down status bench bench-tree bench-rss
 
 all: build
 
@@ -48,3 +48,15 @@ status:
 ## (BENCH_SIZE, BENCH_RUNS, ...: bench/README.md). Not part of `make test`.
 bench:
 	GO="$(GO)" bench/run.sh
+
+## bench-tree: many files (issue 12): haul put/get -r --parallel 8 of a
+## 300-file tree vs rclone copy and lftp mirror, FTP and SFTP, logins per run
+## and a rerun on a complete tree (BENCH_RUNS, ...: bench/README.md).
+## Not part of `make test`.
+bench-tree:
+	GO="$(GO)" bench/tree.sh tree
+
+## bench-rss: peak RSS of 8 parallel SFTP uploads of 64 MiB files, haul vs
+## rclone (target for haul: <= 96 MiB). Not part of `make test`.
+bench-rss:
+	GO="$(GO)" bench/tree.sh rss
