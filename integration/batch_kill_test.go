@@ -12,12 +12,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/openhaul/haul/integration/testbed"
 	"github.com/openhaul/haul/transfer"
@@ -182,6 +184,12 @@ func runBatchChild(t *testing.T, spec batchChild) map[string]bool {
 			break
 		}
 	}
+	if half {
+		// Kill once a partial's state records progress (its checkpoint
+		// runs on a timer of its own): an event the test observes, so
+		// that the rerun has a partial to resume however fast the link.
+		waitStateProgress(t, spec)
+	}
 	_ = cmd.Process.Kill()
 	go func() { _, _ = bufio.NewReader(out).WriteTo(discard{}) }()
 	_ = cmd.Wait()
@@ -194,3 +202,46 @@ func runBatchChild(t *testing.T, spec batchChild) map[string]bool {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// waitStateProgress waits (at most 20 s) until a state file of the child's
+// transfers records bytes that a rerun may keep: an upload's in StateDir,
+// a download's beside its partial.
+func waitStateProgress(t *testing.T, spec batchChild) {
+	t.Helper()
+	dir := spec.StateDir
+	if spec.Op == "download" {
+		dir = spec.Local
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		found := false
+		_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+			if err != nil || found || d.IsDir() || !(strings.HasSuffix(p, ".part.state") || strings.HasPrefix(d.Name(), "upload-") && strings.HasSuffix(p, ".json")) {
+				return nil
+			}
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return nil
+			}
+			var st struct {
+				Segments []struct {
+					Done, Written int64
+					Streaming     bool
+				}
+			}
+			if json.Unmarshal(b, &st) == nil {
+				for _, g := range st.Segments {
+					if g.Done > 0 || g.Written > 0 || g.Streaming {
+						found = true
+					}
+				}
+			}
+			return nil
+		})
+		if found {
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Log("no state file recorded progress before the kill")
+}

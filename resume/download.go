@@ -181,8 +181,11 @@ func (d *download) record(done int64) error {
 	if d.statePath == "" {
 		return nil
 	}
-	if err := d.dst.Sync(); err != nil {
-		return &localError{op: "sync", err: err}
+	if done > 0 {
+		// What the record claims must be on disk before it.
+		if err := d.dst.Sync(); err != nil {
+			return &localError{op: "sync", err: err}
+		}
 	}
 	if err := single(d.path, d.size, d.mtime, done, done, d.streaming).save(d.statePath); err != nil {
 		return &localError{op: "write state", err: err}

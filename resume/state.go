@@ -25,13 +25,16 @@ import (
 const stateVersion = 2
 
 // checkpointInterval is how often a running attempt records its progress
-// (without fsync: a lost record costs progress only); every
-// fullCheckpointEvery-th time (10 s) a download first makes its data
-// durable (fsync), and records it as such, which is what survives a
-// machine's crash. A process's crash keeps what the kernel holds.
+// (without fsync: a lost record costs progress only: at most this long of
+// transfer after a kill -9); every fullCheckpointEvery-th time (10 s) a
+// download first makes its data durable (fsync), and records it as such,
+// which is what survives a machine's crash. A process's crash keeps what
+// the kernel holds. Each record is a rename, which on ext4 commits the
+// journal and with it writes out the data of files being written on the
+// same disk (a local server's too): not more often than this.
 const (
-	checkpointInterval  = 50 * time.Millisecond
-	fullCheckpointEvery = 200
+	checkpointInterval  = 250 * time.Millisecond
+	fullCheckpointEvery = 40
 )
 
 // segState is one byte range of a transfer and how much of it is at the

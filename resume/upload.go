@@ -135,7 +135,10 @@ func (u *upload) write(sync bool) error {
 	if u.statePath == "" || (u.saved == u.safe && u.savedStreaming == u.streaming) {
 		return nil
 	}
-	sync = sync || u.saved < 0 || u.safe < u.saved
+	// A first record needs no sync: should it be lost, no record is
+	// left (a matching earlier one would have been loaded into saved),
+	// and a partial without one proves nothing.
+	sync = sync || u.safe < u.saved
 	if err := single(u.target, u.size, u.mtime, u.safe, u.safe, u.streaming).write(u.statePath, sync); err != nil {
 		return &localError{op: "write state", err: err}
 	}
@@ -258,9 +261,11 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 	}
 	m := a.start(offset)
 	var cp *checkpoints
-	if u.statePath != "" {
+	if u.statePath != "" && !u.streaming {
 		// Only acknowledged bytes are recorded: what was in flight when
-		// this process dies is unproven.
+		// this process dies is unproven. A server that writes in order
+		// needs none: the record made above lets a rerun take the remote
+		// size, whatever it has grown to.
 		cp = startCheckpoints(func(bool) {
 			u.safe = offset + w.Acked()
 			_ = u.write(false)

@@ -551,9 +551,6 @@ func (b *batch) one(ctx context.Context, j Job) FileResult {
 		r.Skipped, r.SkipReason = true, why
 		return r
 	}
-	if b.journal != nil {
-		b.journal.put(ctx, &journalRecord{Op: b.op, Remote: j.Remote, Local: j.Local, State: statePartial})
-	}
 	opts := callOpts{segments: 1}
 	if b.c.cfg.Segments > 1 {
 		opts.segments = 0
@@ -566,6 +563,9 @@ func (b *batch) one(ctx context.Context, j Job) FileResult {
 	if b.op == "upload" {
 		r.Result, err = b.c.upload(ctx, j.Local, j.Remote, opts)
 	} else {
+		if fi, ok := b.remoteInfo[j.Remote]; ok && fi.Size < minStateSize {
+			opts.small = true
+		}
 		r.Result, err = b.c.download(ctx, j.Remote, j.Local, opts)
 	}
 	if err != nil {

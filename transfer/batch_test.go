@@ -38,21 +38,44 @@ func TestBatchAdaptsToConnectionLimit(t *testing.T) {
 	srv := newFakeServer()
 	srv.checker = true
 	srv.connLimit = 3
+	// Every upload waits at its end until the limit was hit, so that
+	// sessions overlap whatever the machine's speed.
+	srv.gate, srv.entered = make(chan struct{}), make(chan struct{}, 64)
 	c := testClient(t, srv, Config{MaxConns: 8})
 	src := stageTree(t, 40)
-	res, err := c.UploadTree(context.Background(), src, "up", BatchOptions{Parallel: 8})
+	done := make(chan struct{})
+	var res BatchResult
+	var err error
+	go func() {
+		defer close(done)
+		res, err = c.UploadTree(context.Background(), src, "up", BatchOptions{Parallel: 8})
+	}()
+	for range 3 {
+		<-srv.entered // three sessions hold an upload open
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		srv.mu.Lock()
+		refused := srv.refused
+		srv.mu.Unlock()
+		if refused > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no fourth connection was tried while three were open")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	close(srv.gate) // srv.entered's buffer holds the other uploads' signals
+	<-done
 	if err != nil {
 		t.Fatalf("%v (%+v)", err, res.Stats)
 	}
 	if res.Stats.Done != 40 {
 		t.Fatalf("stats %+v", res.Stats)
 	}
-	_, _, maxLive := srv.stats()
-	if maxLive > 3 {
+	if _, _, maxLive := srv.stats(); maxLive > 3 {
 		t.Fatalf("%d sessions at once, server allows 3", maxLive)
-	}
-	if srv.refused == 0 {
-		t.Fatal("the limit was never hit: the test proves nothing")
 	}
 	c.pool.mu.Lock()
 	capNow := c.pool.max

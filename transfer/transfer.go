@@ -124,6 +124,13 @@ func (c *Client) Upload(ctx context.Context, localPath, remotePath string) (Resu
 	return c.upload(ctx, localPath, remotePath, callOpts{})
 }
 
+// minStateSize is the smallest upload (and download of a batch, whose
+// listing gives the size) that keeps a state file for a later process: a
+// smaller one that a crash interrupted is sent again whole (or resumed
+// where a server-side hash proves its partial), which costs less than a
+// state file's writes and syncs for every small file of a batch.
+const minStateSize = 1 << 20
+
 // callOpts overrides the Client's configuration for one call (a file of a
 // batch).
 type callOpts struct {
@@ -131,6 +138,9 @@ type callOpts struct {
 	progress func(done, total int64)
 	// segments replaces Config.Segments when non-zero.
 	segments int
+	// small reports a download known (from a listing) to be smaller than
+	// minStateSize: it keeps no state file (see minStateSize).
+	small bool
 }
 
 func (o callOpts) apply(e resume.Config) resume.Config {
@@ -160,7 +170,9 @@ func (c *Client) upload(ctx context.Context, localPath, remotePath string, o cal
 	}
 	// The state file records what the remote partial is known to hold, so
 	// that a later run (after a crash) resumes only what it can prove.
-	ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
+	if fi, err := f.Stat(); err == nil && fi.Size() >= minStateSize {
+		ecfg.StatePath = c.uploadStatePath(localPath, remotePath)
+	}
 	return c.transfer(ctx, "upload", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Upload(ctx, dial, f, remotePath, ecfg)
 	})
@@ -213,7 +225,9 @@ func (c *Client) download(ctx context.Context, remotePath, localPath string, o c
 		return fail(err)
 	}
 	ecfg := o.apply(c.engine(remotePath))
-	ecfg.StatePath = state
+	if !o.small {
+		ecfg.StatePath = state
+	}
 	res, err := c.transfer(ctx, "download", remotePath, localPath, func(ctx context.Context, dial protocol.Dialer) (resume.Result, error) {
 		return resume.Download(ctx, dial, remotePath, f, ecfg)
 	})
