@@ -237,6 +237,10 @@ func TestSegmentedUnconfirmedUploadAbandonsDeadState(t *testing.T) {
 	src := randomBytes(8 << 20)
 	cfg := segmentedCfg(t)
 	cfg.TempPath = "f.part"
+	// The segment probe gives up after half the stall timeout (1 s with
+	// fastCfg), then uses one stream: a loaded machine could make that
+	// happen and the test find no ranges. It is not about stalls.
+	cfg.StallTimeout = time.Minute
 	dial := s.ftpRangeDial(0, false, nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	first := cfg
