@@ -100,6 +100,12 @@ type Config struct {
 	// limiter is the shared limiter built from RateLimit.
 	limiter func() *rate.Limiter
 
+	// NoSync skips the fsync of a single-stream download's data before
+	// it is verified: the caller makes the data durable itself (a batch
+	// syncs its file system once at its end). State records still sync
+	// what they claim.
+	NoSync bool
+
 	// Logger receives one record per attempt, failure and backoff. Nil
 	// means no logging.
 	Logger *slog.Logger

@@ -43,7 +43,7 @@ func Download(ctx context.Context, dial protocol.Dialer, remotePath string, dst 
 		return Result{}, &Error{Op: "download", Path: remotePath, Err: err}
 	}
 	cfg = cfg.withLimiter()
-	d := &download{dst: dst, path: remotePath, size: -1, proven: -1, statePath: cfg.StatePath}
+	d := &download{dst: dst, path: remotePath, size: -1, proven: -1, statePath: cfg.StatePath, noSync: cfg.NoSync}
 	var pending protocol.Session
 	if cfg.StatePath != "" && cfg.Segments != 1 {
 		res, done, first, noResume, err := maybeSegmented(ctx, dial, remotePath, dst, cfg)
@@ -152,6 +152,8 @@ type download struct {
 	dst       LocalFile
 	path      string
 	statePath string
+	// noSync skips the fsync before verification (Config.NoSync).
+	noSync bool
 	// size and mtime fingerprint the remote file as last seen; size is -1
 	// before the first attempt.
 	size  int64
@@ -390,8 +392,10 @@ func (d *download) attempt(ctx context.Context, sess protocol.Session, a *attemp
 
 // finish syncs dst and verifies it against the remote file.
 func (d *download) finish(ctx context.Context, sess protocol.Session, a *attempt) error {
-	if err := d.dst.Sync(); err != nil {
-		return &localError{op: "sync", err: err}
+	if !d.noSync {
+		if err := d.dst.Sync(); err != nil {
+			return &localError{op: "sync", err: err}
+		}
 	}
 	got, err := d.localSize()
 	if err != nil {

@@ -91,6 +91,17 @@ type BatchOptions struct {
 	// bytes at its destination and its size, after every chunk. It must
 	// return quickly. Config.Progress is not called for a batch.
 	Progress func(remote string, done, total int64)
+	// SyncEach makes every downloaded file durable (fsync) before it is
+	// verified and renamed, as Download does. By default a batch leaves
+	// that to the kernel's writeback, as rsync, rclone and lftp do: it
+	// costs a third of a download's time on a fast link (measured on a
+	// 923 MB tree). A process killed at any moment loses nothing either
+	// way (the page cache keeps what was written); a power cut may lose
+	// the data of files finished in the last seconds, which file systems
+	// that write data before the size naming it (ext4's default
+	// data=ordered, XFS) show as a size the journal does not match: such
+	// a file is downloaded again, never skipped.
+	SyncEach bool
 	// OnFile, when set, is called once per file when it is done
 	// (transferred, skipped or failed), from the worker that moved it. It
 	// must return quickly.
@@ -566,6 +577,7 @@ func (b *batch) one(ctx context.Context, j Job) FileResult {
 		if fi, ok := b.remoteInfo[j.Remote]; ok && fi.Size < minStateSize {
 			opts.small = true
 		}
+		opts.noSync = !b.o.SyncEach
 		r.Result, err = b.c.download(ctx, j.Remote, j.Local, opts)
 	}
 	if err != nil {

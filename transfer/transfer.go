@@ -141,6 +141,9 @@ type callOpts struct {
 	// small reports a download known (from a listing) to be smaller than
 	// minStateSize: it keeps no state file (see minStateSize).
 	small bool
+	// noSync skips a download's per-file fsync (the batch syncs at its
+	// end).
+	noSync bool
 }
 
 func (o callOpts) apply(e resume.Config) resume.Config {
@@ -150,6 +153,7 @@ func (o callOpts) apply(e resume.Config) resume.Config {
 	if o.segments != 0 {
 		e.Segments = o.segments
 	}
+	e.NoSync = e.NoSync || o.noSync
 	return e
 }
 

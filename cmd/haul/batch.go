@@ -212,7 +212,7 @@ func planGet(ctx context.Context, remotes []string, local string, recursive bool
 
 // batchFlagsSet names a batch-only flag given to a single transfer.
 func batchFlagsSet(cmd *cobra.Command) string {
-	for _, n := range []string{"parallel", "skip", "no-journal"} {
+	for _, n := range []string{"parallel", "skip", "no-journal", "sync"} {
 		if cmd.Flags().Changed(n) {
 			return n
 		}
@@ -334,6 +334,7 @@ func (a *app) batch(cmd *cobra.Command, op string, sources []string, dest string
 		Parallel:  f.parallel,
 		Skip:      skip,
 		NoJournal: f.noJournal,
+		SyncEach:  f.syncEach,
 		Progress:  bv.progress,
 		OnFile: func(fr transfer.FileResult) {
 			bv.fileDone(fr)

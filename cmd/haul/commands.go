@@ -223,6 +223,9 @@ func (f *flags) batchFlags(fs *pflag.FlagSet, op string) {
 	fs.IntVar(&f.parallel, "parallel", 4, fmt.Sprintf("files moved at once in a batch, each over its own connection, 1 to %d", maxParallel))
 	fs.StringVar(&f.skip, "skip", "verified", "which files a batch leaves alone: verified (an earlier batch verified it and neither side changed since, per the journal), checksum (the destination has the same size and, by the server's hash, content), never")
 	fs.BoolVar(&f.noJournal, "no-journal", false, "keep no journal of the batch (in $XDG_CACHE_HOME/haul): a rerun then skips nothing by --skip verified")
+	if op == "get" {
+		fs.BoolVar(&f.syncEach, "sync", false, "make each file of a batch durable (fsync) before it is verified, as a single get does (default: the kernel's writeback, as rsync and rclone; a power cut may then lose the last seconds' files, which a rerun downloads again)")
+	}
 }
 
 // transferFlags are the flags of put and get.

@@ -10,7 +10,9 @@ import (
 )
 
 // TestDemoTable runs haul demo in-process, as a user would (haul demo
-// --size 4M), and checks its table: four rows (FTP and SFTP, put and get),
+// --size 16M: more than an SFTP upload keeps in flight unacknowledged,
+// so that a cut at 30 % always finds acknowledged bytes to resume at),
+// and checks its table: four rows (FTP and SFTP, put and get),
 // each with at least one cut, at least one resume and a verification; and
 // that it wrote nothing outside its temporary directory, which it removed.
 // The link's faults fire on byte counts, so the outcome does not depend on
@@ -21,7 +23,7 @@ func TestDemoTable(t *testing.T) {
 	t.Setenv("TMPDIR", tmp)
 	t.Setenv("XDG_CACHE_HOME", "")
 	var stdout, stderr bytes.Buffer
-	code := run([]string{"demo", "--size", "4M"}, strings.NewReader(""), &stdout, &stderr)
+	code := run([]string{"demo", "--size", "16M"}, strings.NewReader(""), &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("haul demo exited %d\nstdout:\n%s\nstderr:\n%s", code, &stdout, &stderr)
 	}

@@ -68,6 +68,7 @@ type flags struct {
 	parallel        int
 	skip            string
 	noJournal       bool
+	syncEach        bool
 }
 
 // report is the --json output.
