@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync/atomic"
 
 	"github.com/openhaul/haul/protocol"
@@ -151,10 +150,6 @@ func (w *writer) failure() failure {
 	return f
 }
 
-// copyBufferSize is the buffer of a ReadFrom from a reader that is not a
-// file: large enough that a stream costs few system calls.
-const copyBufferSize = 256 << 10
-
 // feed is the io.Reader given to StorFrom. It implements io.WriterTo, which
 // io.Copy prefers: WriteTo is called with the data connection once the
 // server answered 150, and serves jobs until Close or an abort.
@@ -179,12 +174,10 @@ func (fd feed) WriteTo(dst io.Writer) (int64, error) {
 			var n int64
 			var err error
 			if j.r != nil {
-				if _, isFile := j.r.(*os.File); isFile {
-					n, err = io.Copy(dst, j.r) // sendfile where the socket can
+				if rf, ok := dst.(io.ReaderFrom); ok {
+					n, err = rf.ReadFrom(j.r)
 				} else {
-					// The socket's own ReadFrom would copy 32 KiB at a
-					// time: a read and a write system call each.
-					n, err = io.CopyBuffer(struct{ io.Writer }{dst}, j.r, make([]byte, copyBufferSize))
+					n, err = io.Copy(dst, j.r)
 				}
 			} else {
 				var m int
