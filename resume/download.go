@@ -410,6 +410,7 @@ func (d *download) finish(ctx context.Context, sess protocol.Session, a *attempt
 		return err
 	}
 	a.r.res.Verified = method
+	a.r.res.RemoteModTime = d.mtime
 	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: method})
 	return nil
 }

@@ -89,4 +89,7 @@ type Result struct {
 	// Verified names how the result was checked: "size", or a hash
 	// algorithm such as "sha256".
 	Verified string
+	// RemoteModTime is the remote file's modification time as the server
+	// reported it once the transfer was verified (zero when unknown).
+	RemoteModTime time.Time
 }

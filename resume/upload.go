@@ -364,10 +364,11 @@ func (u *upload) finish(ctx context.Context, sess protocol.Session, a *attempt) 
 		}
 		// A server may answer a rename before doing it (rclone postpones
 		// it while a stale handle is open): ok needs the file in place.
-		got, exists, err := remoteFile(ctx, sess, u.final)
+		got, exists, mtime, err := remoteFileTime(ctx, sess, u.final)
 		if err != nil {
 			return err
 		}
+		a.r.res.RemoteModTime = mtime
 		if !exists || got != u.size {
 			return &protocol.Error{Op: "rename", Path: u.final, Kind: protocol.ErrTransient,
 				Err: fmt.Errorf("%w: the server accepted the rename but %s", ErrVerify, describeFinal(exists, got, u.size))}
@@ -411,20 +412,27 @@ func remoteSize(ctx context.Context, sess protocol.Session, path string) (int64,
 
 // remoteFile returns the remote file's size and whether it exists.
 func remoteFile(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
+	size, exists, _, err = remoteFileTime(ctx, sess, path)
+	return size, exists, err
+}
+
+// remoteFileTime is remoteFile that also returns the modification time
+// the server reported (zero when none).
+func remoteFileTime(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, mtime time.Time, err error) {
 	info, err := sess.Stat(ctx, path)
 	if isNotExist(err) {
-		return 0, false, nil
+		return 0, false, time.Time{}, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, false, time.Time{}, err
 	}
 	if info.IsDir {
-		return 0, false, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrInvalidPath, Err: errors.New("is a directory")}
+		return 0, false, time.Time{}, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrInvalidPath, Err: errors.New("is a directory")}
 	}
 	if info.Size < 0 {
-		return 0, false, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", info.Size)}
+		return 0, false, time.Time{}, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", info.Size)}
 	}
-	return info.Size, true, nil
+	return info.Size, true, info.ModTime, nil
 }
 
 func (r *runner) restart(a *attempt, reason string) {

@@ -610,6 +610,9 @@ func (b *batch) record(ctx context.Context, j Job, res Result) {
 		rec.RemoteMTime = fi.ModTime // what a rerun's listing will say
 	}
 	if rec.RemoteMTime.IsZero() {
+		rec.RemoteMTime = res.RemoteModTime // the engine's last Stat, on its session
+	}
+	if rec.RemoteMTime.IsZero() {
 		// Fresh: a listing cached by this batch may predate the file.
 		if fi, err := b.c.Stat(ctx, j.Remote); err == nil {
 			rec.RemoteMTime = fi.ModTime

@@ -56,6 +56,9 @@ type Result struct {
 	// says on what evidence.
 	Skipped    bool
 	SkipReason string
+	// RemoteModTime is the remote file's modification time as the server
+	// reported it once the transfer was verified (zero when unknown).
+	RemoteModTime time.Time
 }
 
 // resultOf converts the engine's result of one call.
@@ -65,6 +68,7 @@ func resultOf(op, remote, local string, r resume.Result, start time.Time) Result
 		Size: r.Size, StartOffset: r.StartOffset, Transferred: r.Transferred,
 		Attempts: r.Attempts, Segments: r.Segments, Resumes: r.Resumes, Restarts: r.Restarts,
 		ResentBytes: r.ResentBytes, Duration: time.Since(start), Verified: r.Verified,
+		RemoteModTime: r.RemoteModTime,
 	}
 	if r.StartOffset > 0 {
 		res.Resumes++
