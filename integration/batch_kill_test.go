@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/openhaul/haul/integration/testbed"
+	"github.com/openhaul/haul/resume"
 	"github.com/openhaul/haul/transfer"
 )
 
@@ -219,7 +220,7 @@ func waitStateProgress(t *testing.T, spec batchChild) {
 			if err != nil || found || d.IsDir() || !(strings.HasSuffix(p, ".part.state") || strings.HasPrefix(d.Name(), "upload-") && strings.HasSuffix(p, ".json")) {
 				return nil
 			}
-			b, err := os.ReadFile(p)
+			b, err := resume.ReadRecord(p, 1<<20)
 			if err != nil {
 				return nil
 			}

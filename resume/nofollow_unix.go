@@ -35,3 +35,30 @@ func openNoFollow(path string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// openOwnRecord opens the record file at path for writing in place, or
+// returns nil: when there is none yet, it is created (private); an
+// existing one must be this user's own regular file with one link that
+// nobody else may write, reached without following a link and without
+// blocking on a fifo. nil sends the caller to an atomic replacement.
+func openOwnRecord(path string) *os.File { return openOwn(path, 0) }
+
+// openOwn is openOwnRecord with more open flags (os.O_APPEND).
+func openOwn(path string, flag int) *os.File {
+	f, err := os.OpenFile(path, flag|os.O_WRONLY|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o022 != 0 ||
+		int(st.Uid) != os.Geteuid() || st.Nlink != 1 {
+		f.Close()
+		return nil
+	}
+	return f
+}

@@ -252,7 +252,7 @@ func TestSegmentedUnconfirmedUploadAbandonsDeadState(t *testing.T) {
 	if _, err := resume.Upload(ctx, dial, memSrc(src), "f", first); !errors.Is(err, context.Canceled) {
 		t.Fatalf("first run: %v", err)
 	}
-	b, err := os.ReadFile(cfg.StatePath)
+	b, err := resume.ReadRecord(cfg.StatePath, 1<<20)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -114,13 +114,8 @@ func loadSidecar(path string) (*sidecar, error) {
 	if path == "" {
 		return nil, os.ErrNotExist
 	}
-	f, err := openNoFollow(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
 	// A state file is small: a hostile one may not make us read much.
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20))
+	b, err := ReadRecord(path, 1<<20)
 	if err != nil {
 		return nil, err
 	}
@@ -185,31 +180,7 @@ func (s *sidecar) write(path string, sync bool) error {
 	if err != nil {
 		return err
 	}
-	return writeFileAtomic(path, b, sync)
-}
-
-// writeFileAtomic replaces path with b through a fresh temporary file,
-// synced first when sync is set.
-func writeFileAtomic(path string, b []byte, sync bool) error {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil && sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
+	return WriteRecord(path, b, sync)
 }
 
 // removeState deletes a state file: what it recorded proves nothing any

@@ -1,6 +1,7 @@
 package transfer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,8 +9,10 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/openhaul/haul/protocol"
@@ -252,6 +255,11 @@ func (c *Client) DownloadFiles(ctx context.Context, jobs []Job, o BatchOptions) 
 // (created with its subdirectories as needed), as UploadFiles does. Only
 // regular files and directories are sent: a symbolic link (never
 // followed) or a special file is reported as skipped, with its reason.
+// A remote directory is made just before the first file that goes into
+// it, and those no file went into (empty ones, or holding only files
+// skipped as complete) after the files; one that cannot be made fails its
+// files, or is reported as a failed entry of its own. Files are started
+// largest first.
 func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o BatchOptions) (BatchResult, error) {
 	b, err := c.newBatch("upload", o)
 	if err != nil {
@@ -263,6 +271,7 @@ func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o B
 	var jobs []Job
 	var early []FileResult
 	dirs := []string{remoteDir}
+	b.localSize = make(map[string]int64)
 	err = filepath.WalkDir(localDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -279,6 +288,9 @@ func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o B
 			}
 		case d.Type().IsRegular():
 			jobs = append(jobs, Job{Local: p, Remote: remote})
+			if fi, err := d.Info(); err == nil {
+				b.localSize[remote] = fi.Size()
+			}
 		default:
 			early = append(early, FileResult{
 				Result: Result{Op: "upload", Remote: remote, Local: p, Skipped: true,
@@ -289,15 +301,84 @@ func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o B
 	if err != nil {
 		return BatchResult{}, &Error{Op: "upload", Path: remoteDir, Err: err}
 	}
+	// Directories are made when a file is about to go into one (a rerun
+	// that sends nothing makes none), the others after the files.
+	b.treeDirs = make(map[string]*treeDir, len(dirs))
 	for _, d := range dirs {
-		if d == "" || d == "." {
-			continue
-		}
-		if err := c.MkdirAll(ctx, d); err != nil {
-			return BatchResult{}, &Error{Op: "upload", Path: d, Err: err}
+		if d != "" && d != "." {
+			b.treeDirs[d] = &treeDir{}
 		}
 	}
-	return b.run(ctx, jobs, early)
+	res, err := b.run(ctx, jobs, early)
+	b.mu.Lock()
+	stopped := b.stopErr != nil
+	b.mu.Unlock()
+	if stopped || ctx.Err() != nil {
+		return res, err
+	}
+	var failed []FileResult
+	for _, d := range dirs {
+		if err := b.ensureDir(ctx, d); err != nil {
+			failed = append(failed, FileResult{Result: Result{Op: "upload", Remote: d},
+				Err: &Error{Op: "upload", Path: d, Err: err}})
+		}
+	}
+	if len(failed) == 0 {
+		return res, err
+	}
+	res.Files = append(res.Files, failed...)
+	res.Stats.Files += len(failed)
+	res.Stats.Failed += len(failed)
+	var errs []error
+	if be, ok := err.(*BatchError); ok {
+		errs = be.Errs
+	}
+	for _, f := range failed {
+		res.Stats.Failures[FailureKind(f.Err)]++
+		errs = append(errs, f.Err)
+	}
+	return res, &BatchError{Failed: res.Stats.Failed, Files: res.Stats.Files, Errs: errs}
+}
+
+// treeDir is a remote directory of an upload tree.
+type treeDir struct {
+	mu   sync.Mutex // held while it is being made
+	made atomic.Bool
+}
+
+// ensureDir makes the remote directory d of an upload tree, once: when it
+// or a directory below it was made, or holds a file found complete, it
+// exists already. Directories that are not the tree's need nothing.
+func (b *batch) ensureDir(ctx context.Context, d string) error {
+	td := b.treeDirs[d]
+	if td == nil || td.made.Load() {
+		return nil
+	}
+	td.mu.Lock()
+	defer td.mu.Unlock()
+	if td.made.Load() {
+		return nil
+	}
+	if err := b.c.MkdirAll(ctx, d); err != nil {
+		return err
+	}
+	b.dirExists(d)
+	return nil
+}
+
+// dirExists notes that the remote directory d, and so every parent,
+// exists.
+func (b *batch) dirExists(d string) {
+	for {
+		if td := b.treeDirs[d]; td != nil {
+			td.made.Store(true)
+		}
+		up := path.Dir(d)
+		if up == d {
+			return
+		}
+		d = up
+	}
 }
 
 // DownloadTree downloads the remote directory tree at remoteDir into
@@ -442,6 +523,12 @@ type batch struct {
 	// remoteInfo holds what a tree's listing said of each remote file,
 	// for the skip policy (nil: ask the server per file).
 	remoteInfo map[string]FileInfo
+	// localSize holds the sizes of an upload tree's files, by remote
+	// path, as the walk found them (nil: unknown).
+	localSize map[string]int64
+	// treeDirs holds an upload tree's remote directories (nil: not a
+	// tree upload); read-only once the batch runs.
+	treeDirs map[string]*treeDir
 
 	mu       sync.Mutex
 	stopErr  error // a fatal error: the remaining files are not tried
@@ -506,7 +593,7 @@ func (b *batch) run(ctx context.Context, jobs []Job, early []FileResult) (BatchR
 			}
 		}()
 	}
-	for i := range jobs {
+	for _, i := range b.order(jobs) {
 		next <- i
 	}
 	close(next)
@@ -536,6 +623,32 @@ func (b *batch) run(ctx context.Context, jobs []Job, early []FileResult) (BatchR
 	return out, nil
 }
 
+// order returns the indexes of jobs in the order they are started: the
+// largest first, where a tree's walk or listing told the sizes, so that the
+// last files to finish are small ones and every worker stays busy until
+// near the end (a 64 MiB file started last keeps one connection working
+// alone for its whole time); else as given.
+func (b *batch) order(jobs []Job) []int {
+	idx := make([]int, len(jobs))
+	for i := range idx {
+		idx[i] = i
+	}
+	size := func(j Job) int64 {
+		if fi, ok := b.remoteInfo[j.Remote]; ok && b.op == "download" {
+			return fi.Size
+		}
+		if n, ok := b.localSize[j.Remote]; ok {
+			return n
+		}
+		return -1
+	}
+	if b.remoteInfo == nil && b.localSize == nil {
+		return idx
+	}
+	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(size(jobs[y]), size(jobs[x])) })
+	return idx
+}
+
 // one moves one file: unless the batch stopped, or the skip policy finds
 // it done.
 func (b *batch) one(ctx context.Context, j Job) FileResult {
@@ -560,6 +673,9 @@ func (b *batch) one(ctx context.Context, j Job) FileResult {
 	}
 	if why := b.skip(ctx, j, rec); why != "" {
 		r.Skipped, r.SkipReason = true, why
+		if b.treeDirs != nil {
+			b.dirExists(path.Dir(j.Remote))
+		}
 		return r
 	}
 	opts := callOpts{segments: 1}
@@ -572,7 +688,11 @@ func (b *batch) one(ctx context.Context, j Job) FileResult {
 	}
 	var err error
 	if b.op == "upload" {
-		r.Result, err = b.c.upload(ctx, j.Local, j.Remote, opts)
+		if err = b.ensureDir(ctx, path.Dir(j.Remote)); err != nil {
+			err = &Error{Op: "upload", Path: j.Remote, Err: err}
+		} else {
+			r.Result, err = b.c.upload(ctx, j.Local, j.Remote, opts)
+		}
 	} else {
 		if fi, ok := b.remoteInfo[j.Remote]; ok && fi.Size < minStateSize {
 			opts.small = true
@@ -665,6 +785,18 @@ func (b *batch) remoteStat(ctx context.Context, p string) (FileInfo, bool) {
 	}
 	if !ok && b.listedDir(p) {
 		return FileInfo{}, false // the listing has no such file
+	}
+	if ok {
+		// The listing gave the size: the time alone is one command
+		// (MDTM) where a Stat is two.
+		t, err := b.c.modTime(ctx, p)
+		if err == nil {
+			fi.ModTime = t
+			return fi, true
+		}
+		if !errors.Is(err, ErrUnsupported) {
+			return FileInfo{}, false
+		}
 	}
 	fi, err := b.c.Stat(ctx, p)
 	return fi, err == nil

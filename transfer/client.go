@@ -148,9 +148,12 @@ func (c *Client) Close() error {
 	}
 	c.closed = true
 	c.mu.Unlock()
+	// The pool first: the calls' contexts end asynchronously (one
+	// AfterFunc each), and a call whose context has not ended yet must
+	// not take the slot another call's end freed and dial again.
+	c.pool.close()
 	c.cancel(ErrClosed)
 	c.calls.Wait()
-	c.pool.close()
 	return nil
 }
 

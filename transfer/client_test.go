@@ -194,15 +194,23 @@ func TestClientBrokenSessionNotReused(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 		srv.failStats = 1
-		if _, err := c.Stat(ctx, "x"); !errors.Is(err, protocol.ErrTransient) {
-			t.Fatalf("err = %v", err)
-		}
+		// The session, handed back just now, is used without a check:
+		// its failure makes the Stat again on a new session.
 		if fi, err := c.Stat(ctx, "x"); err != nil || fi.Size != int64(len(src)) {
 			t.Fatalf("%+v, %v", fi, err)
 		}
 		// "No such file" is an answer: the session stayed; the failed
 		// Stat's session was closed.
 		if dials, live, _ := srv.stats(); dials != 2 || live != 1 || !srv.sessions[0].isClosed() {
+			t.Fatalf("dials %d live %d", dials, live)
+		}
+		// A checked session that fails: the error is the caller's.
+		c.pool.recentUse = 0
+		srv.failStats = 1
+		if _, err := c.Stat(ctx, "x"); !errors.Is(err, protocol.ErrTransient) {
+			t.Fatalf("err = %v", err)
+		}
+		if dials, live, _ := srv.stats(); dials != 2 || live != 0 || !srv.sessions[1].isClosed() {
 			t.Fatalf("dials %d live %d", dials, live)
 		}
 	})

@@ -1,16 +1,23 @@
 package transfer
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/openhaul/haul/resume"
@@ -32,13 +39,24 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 }
 
-// FileStore is a Store in a local directory: one file per key, each
-// replaced atomically (a new file renamed over the old). Values it cannot
-// trust (a file planted as a link, one another user owns or may write)
-// are reported missing. The directory is made, private, when missing.
+// FileStore is a Store in a local directory: an append-only log file,
+// "records.log", holding a line per Put or Delete with a checksum. Get
+// reads the log once (an index of offsets, not the values, is kept) and
+// sees the Puts and Deletes of this FileStore since; those of other
+// processes sharing the directory show after a new FileStore reads it
+// again. A line cut short by a crash fails its checksum and is ignored: a
+// power cut may lose the latest records, never tear one. A log it cannot
+// trust (a link, a file another user owns or may write) is replaced by an
+// empty one, never read or written through. The log is compacted when
+// read, once most of its lines are superseded. The directory is made,
+// private, when missing. Use a FileStore through a pointer.
 type FileStore struct {
 	// Dir is the directory.
 	Dir string
+
+	mu     sync.Mutex
+	index  map[string]int64 // key -> offset of its latest line; nil until read
+	logLen int64            // the log's length when read, plus this FileStore's appends
 }
 
 var _ Store = (*FileStore)(nil)
@@ -46,57 +64,236 @@ var _ Store = (*FileStore)(nil)
 // maxRecord bounds a stored value.
 const maxRecord = 64 << 10
 
-func (s *FileStore) name(key string) (string, error) {
-	if key == "" || strings.Trim(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
-		return "", fmt.Errorf("transfer: store key %q: want letters, digits and -", key)
-	}
-	return filepath.Join(s.Dir, key+".json"), nil
-}
+// logName is the log's name in FileStore.Dir.
+const logName = "records.log"
 
-// Get reads the value of key.
-func (s *FileStore) Get(ctx context.Context, key string) ([]byte, error) {
-	p, err := s.name(key)
-	if err != nil {
-		return nil, err
-	}
-	return resume.ReadPrivateFile(p, maxRecord)
-}
+// maxLine bounds a log line: the key, the base64 of a value of maxRecord
+// bytes, the checksum, separators.
+const maxLine = 64 + (maxRecord+2)/3*4 + 64
 
-// Put writes the value of key atomically (without fsync: a power cut may
-// lose the latest records, never tear one).
-func (s *FileStore) Put(ctx context.Context, key string, value []byte) error {
-	p, err := s.name(key)
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(s.Dir, ".put-*")
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(value)
-	cerr := f.Close()
-	if err := errors.Join(werr, cerr); err != nil {
-		_ = os.Remove(f.Name())
-		return err
-	}
-	if err := os.Rename(f.Name(), p); err != nil {
-		_ = os.Remove(f.Name())
-		return err
+func checkKey(key string) error {
+	if key == "" || len(key) > 64 || strings.Trim(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-") != "" {
+		return fmt.Errorf("transfer: store key %q: want letters, digits and -", key)
 	}
 	return nil
 }
 
+// logLine returns the line of key's value, or of its deletion (value nil):
+// "key base64 sum" or "key - sum", sum the first 16 bytes of the SHA-256
+// of what precedes it, in hex. It begins with a newline, which ends a line
+// an earlier crash cut short.
+func logLine(key string, value []byte) []byte {
+	b := []byte("\n" + key + " ")
+	if value == nil {
+		b = append(b, '-')
+	} else {
+		b = base64.StdEncoding.AppendEncode(b, value)
+	}
+	sum := sha256.Sum256(b[1:])
+	b = append(b, ' ')
+	b = hex.AppendEncode(b, sum[:16])
+	return append(b, '\n')
+}
+
+// parseLine checks a log line (without its newline) and returns its key
+// and its value (nil for a deletion); ok is false for a line that is cut
+// short or otherwise wrong.
+func parseLine(line []byte) (key string, value []byte, ok bool) {
+	i := bytes.LastIndexByte(line, ' ')
+	if i < 0 || len(line)-i-1 != 32 {
+		return "", nil, false
+	}
+	var want [16]byte
+	if _, err := hex.Decode(want[:], line[i+1:]); err != nil {
+		return "", nil, false
+	}
+	if sum := sha256.Sum256(line[:i]); !bytes.Equal(sum[:16], want[:]) {
+		return "", nil, false
+	}
+	k, v, found := bytes.Cut(line[:i], []byte{' '})
+	if !found || checkKey(string(k)) != nil {
+		return "", nil, false
+	}
+	if string(v) == "-" {
+		return string(k), nil, true
+	}
+	value, err := base64.StdEncoding.AppendDecode(make([]byte, 0, len(v)*3/4), v)
+	if err != nil || len(value) > maxRecord {
+		return "", nil, false
+	}
+	return string(k), value, true
+}
+
+// load reads the log into s.index once, compacting it when most of its
+// lines are superseded. s.mu must be held.
+func (s *FileStore) load() {
+	if s.index != nil {
+		return
+	}
+	s.index = make(map[string]int64)
+	s.logLen = 0
+	p := filepath.Join(s.Dir, logName)
+	f, err := resume.OpenPrivateFile(p)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	r := bufio.NewReaderSize(f, 64<<10)
+	var off int64
+	lines := 0
+	for {
+		line, err := r.ReadSlice('\n')
+		n := int64(len(line))
+		if errors.Is(err, bufio.ErrBufferFull) {
+			// Longer than any line Put writes: skipped to its end.
+			for errors.Is(err, bufio.ErrBufferFull) {
+				line, err = r.ReadSlice('\n')
+				n += int64(len(line))
+			}
+			line = nil
+		}
+		if len(line) > 0 && line[len(line)-1] == '\n' {
+			if k, v, ok := parseLine(line[:len(line)-1]); ok {
+				lines++
+				if v == nil {
+					delete(s.index, k)
+				} else {
+					s.index[k] = off
+				}
+			}
+		}
+		off += n
+		if err != nil {
+			break
+		}
+	}
+	s.logLen = off
+	if lines > 2*len(s.index)+1024 {
+		s.compact(f)
+	}
+}
+
+// compact rewrites the log with its live lines only, through a temporary
+// file renamed over it. A Put another process makes meanwhile may be lost:
+// it costs a skip, never a wrong one. s.mu must be held.
+func (s *FileStore) compact(old *os.File) {
+	tmp, err := os.CreateTemp(s.Dir, ".records-*")
+	if err != nil {
+		return
+	}
+	keys := slices.Sorted(maps.Keys(s.index))
+	index := make(map[string]int64, len(keys))
+	w := bufio.NewWriter(tmp)
+	var off int64
+	for _, k := range keys {
+		v, err := readLine(old, s.index[k], k)
+		if err != nil {
+			continue
+		}
+		line := logLine(k, v)
+		if _, err := w.Write(line); err != nil {
+			break
+		}
+		index[k] = off + 1
+		off += int64(len(line))
+	}
+	err = errors.Join(w.Flush(), tmp.Close())
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(s.Dir, logName))
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+		return
+	}
+	s.index, s.logLen = index, off
+}
+
+// readLine returns the value of key from the line at off of the log f.
+func readLine(f *os.File, off int64, key string) ([]byte, error) {
+	buf := make([]byte, maxLine)
+	n, err := f.ReadAt(buf, off)
+	if n == 0 && err != nil {
+		return nil, err
+	}
+	line, _, found := bytes.Cut(buf[:n], []byte{'\n'})
+	k, v, ok := parseLine(line)
+	if !found || !ok || k != key || v == nil {
+		return nil, fmt.Errorf("transfer: store %s: the record of %s changed under this process: %w", f.Name(), key, fs.ErrNotExist)
+	}
+	return v, nil
+}
+
+// Get reads the value of key.
+func (s *FileStore) Get(ctx context.Context, key string) ([]byte, error) {
+	if err := checkKey(key); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.load()
+	off, ok := s.index[key]
+	s.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("transfer: store: no record %s: %w", key, fs.ErrNotExist)
+	}
+	f, err := resume.OpenPrivateFile(filepath.Join(s.Dir, logName))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return readLine(f, off, key)
+}
+
+// Put appends the value of key to the log (without fsync).
+func (s *FileStore) Put(ctx context.Context, key string, value []byte) error {
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	if len(value) > maxRecord {
+		return fmt.Errorf("transfer: store key %s: a value of %d bytes, more than %d", key, len(value), maxRecord)
+	}
+	if value == nil {
+		value = []byte{}
+	}
+	return s.append(key, value)
+}
+
 // Delete removes key.
 func (s *FileStore) Delete(ctx context.Context, key string) error {
-	p, err := s.name(key)
+	if err := checkKey(key); err != nil {
+		return err
+	}
+	return s.append(key, nil)
+}
+
+// append writes the line of key's value (nil: its deletion) at the end of
+// the log, and notes it in the index once that is read.
+func (s *FileStore) append(key string, value []byte) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	line := logLine(key, value)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f, err := resume.OpenPrivateAppend(filepath.Join(s.Dir, logName))
 	if err != nil {
 		return err
 	}
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	end, err := f.Seek(0, io.SeekEnd)
+	if err == nil {
+		_, err = f.Write(line)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return err
+	}
+	if s.index != nil {
+		if value == nil {
+			delete(s.index, key)
+		} else {
+			s.index[key] = end + 1
+		}
 	}
 	return nil
 }

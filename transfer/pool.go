@@ -28,12 +28,18 @@ type pool struct {
 	// checkTimeout bounds the health check of an idle session before it
 	// is reused.
 	checkTimeout time.Duration
-	log          *slog.Logger
+	// recentUse is the const recentUse (tests change it).
+	recentUse time.Duration
+	log       *slog.Logger
 
 	mu sync.Mutex
 	// used counts the slots held (idle sessions included). It exceeds
 	// max only while users that already held a slot took more.
 	used int
+	// shortOut counts the slots held by short calls (acquireShort).
+	shortOut int
+	// loginTook is how long the last successful dial took.
+	loginTook time.Duration
 	// idle holds healthy sessions nobody uses, the most recently used
 	// last.
 	idle []idleSession
@@ -51,7 +57,10 @@ type pool struct {
 	// rejection, returned to every later user without dialling.
 	gate     chan struct{}
 	loggedIn bool
-	refused  error
+	// opened is closed when loggedIn is first set, so that the users
+	// queued at the gate then dial at once, not one after another.
+	opened  chan struct{}
+	refused error
 }
 
 type idleSession struct {
@@ -63,14 +72,28 @@ type idleSession struct {
 // or nil until one is dialled or taken from the idle ones.
 type slot struct {
 	s protocol.Session
+	// idleSince is when s was handed back to the pool, zero when it
+	// was not taken from the idle ones.
+	idleSince time.Time
+	// unchecked is set when s was handed out without a health check.
+	unchecked bool
+	// short marks a slot of a short call (acquireShort).
+	short bool
 }
+
+// recentUse is how long after a session was handed back healthy it is
+// handed out again without a health check to the calls that can simply be
+// made again (Stat, ReadDir, Mkdir): a NOOP before each of a batch's
+// Stats doubled its round trips. Such a call that then fails with its
+// connection is made once more on a checked session.
+const recentUse = time.Second
 
 func newPool(dial protocol.Dialer, maxConns int, idleTimeout, checkTimeout time.Duration, log *slog.Logger) *pool {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &pool{dial: dial, max: maxConns, idleTimeout: idleTimeout, checkTimeout: checkTimeout, log: log,
-		wake: make(chan struct{}), gate: make(chan struct{}, 1)}
+	return &pool{dial: dial, max: maxConns, idleTimeout: idleTimeout, checkTimeout: checkTimeout, recentUse: recentUse, log: log,
+		wake: make(chan struct{}), gate: make(chan struct{}, 1), opened: make(chan struct{})}
 }
 
 // acquire returns a slot, waiting while all MaxConns are held and none is
@@ -78,25 +101,82 @@ func newPool(dial protocol.Dialer, maxConns int, idleTimeout, checkTimeout time.
 // the older ones then expire). It fails with the cause of ctx when ctx
 // ends first, and with ErrClosed once the pool is closed.
 func (p *pool) acquire(ctx context.Context) (*slot, error) {
+	return p.acquireFor(ctx, false)
+}
+
+// acquireShort is acquire for a call that holds its session briefly (a
+// Stat, a listing): while another such call holds a session, it waits up
+// to shortWait for that one rather than log in again, and without bound
+// while the first login is under way. A batch's rerun, which only looks
+// at the remote files, then runs on one or two sessions instead of
+// logging in once per worker (a login costs a server far more than a
+// Stat); where calls take longer (a distant server), the wait runs out
+// and more sessions are dialled.
+func (p *pool) acquireShort(ctx context.Context) (*slot, error) {
+	return p.acquireFor(ctx, true)
+}
+
+// shortWait bounds how long acquireShort waits for a session another
+// short call holds before it dials one of its own: as long as the last
+// login took (waiting longer than a login would costs more than the
+// login), within these bounds.
+func (p *pool) shortWait() time.Duration {
+	return min(max(p.loginTook, minShortWait), maxShortWait)
+}
+
+const (
+	minShortWait = 10 * time.Millisecond
+	maxShortWait = time.Second
+)
+
+func (p *pool) acquireFor(ctx context.Context, short bool) (*slot, error) {
+	var timer *time.Timer
+	var expired <-chan time.Time
 	for {
+		if ctx.Err() != nil {
+			// Also after a wake that raced with the end of ctx.
+			return nil, context.Cause(ctx)
+		}
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
 			return nil, ErrClosed
 		}
-		if s := p.popIdle(); s != nil {
+		if s, since := p.popIdle(); s != nil {
+			if short {
+				p.shortOut++
+			}
 			p.mu.Unlock()
-			return &slot{s: s}, nil
+			return &slot{s: s, idleSince: since, short: short}, nil
 		}
-		if p.used < p.max {
+		wait := p.used >= p.max
+		if !wait && short && p.shortOut > 0 {
+			switch {
+			case !p.loggedIn && p.refused == nil:
+				wait = true // the first login: the gate admits one dial anyway
+			case timer == nil:
+				timer = time.NewTimer(p.shortWait())
+				defer timer.Stop()
+				expired = timer.C
+				wait = true
+			default:
+				wait = expired != nil // nil once the timer fired
+			}
+		}
+		if !wait {
 			p.used++
+			if short {
+				p.shortOut++
+			}
 			p.mu.Unlock()
-			return &slot{}, nil
+			return &slot{short: short}, nil
 		}
 		wake := p.wake
 		p.mu.Unlock()
 		select {
 		case <-wake:
+		case <-expired:
+			expired = nil
 		case <-ctx.Done():
 			return nil, context.Cause(ctx)
 		}
@@ -112,24 +192,24 @@ func (p *pool) acquireNow() (*slot, error) {
 	if p.closed {
 		return nil, ErrClosed
 	}
-	if s := p.popIdle(); s != nil {
-		return &slot{s: s}, nil
+	if s, since := p.popIdle(); s != nil {
+		return &slot{s: s, idleSince: since}, nil
 	}
 	p.used++
 	return &slot{}, nil
 }
 
-// popIdle takes the most recently used idle session, or returns nil.
-// p.mu must be held.
-func (p *pool) popIdle() protocol.Session {
+// popIdle takes the most recently used idle session, with when it was
+// handed back, or returns nil. p.mu must be held.
+func (p *pool) popIdle() (protocol.Session, time.Time) {
 	n := len(p.idle)
 	if n == 0 {
-		return nil
+		return nil, time.Time{}
 	}
-	s := p.idle[n-1].s
+	is := p.idle[n-1]
 	p.idle[n-1] = idleSession{}
 	p.idle = p.idle[:n-1]
-	return s
+	return is.s, is.since
 }
 
 // session returns a usable session for sl: the one in it (or an idle one)
@@ -137,22 +217,29 @@ func (p *pool) popIdle() protocol.Session {
 // that fails the check is closed. The dialer's error is returned as it is:
 // a rejected login must read exactly as without a pool.
 func (p *pool) session(ctx context.Context, sl *slot) (protocol.Session, error) {
-	return p.sessionFor(ctx, sl, false)
+	return p.sessionFor(ctx, sl, false, false)
 }
 
 // sessionFor is session; waitBusy also waits (250 ms doubling, bounded)
 // for a server that refuses a connection for having too many while the
 // pool holds none of its connections (other clients do). Transfers do
 // not wait so: the engine retries with its own backoff, in its events.
-func (p *pool) sessionFor(ctx context.Context, sl *slot, waitBusy bool) (protocol.Session, error) {
+// trustRecent skips the health check of a session handed back less than
+// recentUse ago, and sets sl.unchecked.
+func (p *pool) sessionFor(ctx context.Context, sl *slot, waitBusy, trustRecent bool) (protocol.Session, error) {
+	sl.unchecked = false
 	if sl.s == nil {
 		p.mu.Lock()
-		if sl.s = p.popIdle(); sl.s != nil {
+		if sl.s, sl.idleSince = p.popIdle(); sl.s != nil {
 			// The idle session's slot merges into sl: one slot fewer.
 			p.used--
 			p.broadcast()
 		}
 		p.mu.Unlock()
+	}
+	if sl.s != nil && trustRecent && !sl.idleSince.IsZero() && time.Since(sl.idleSince) < p.recentUse {
+		sl.unchecked = true
+		return sl.s, nil
 	}
 	if sl.s != nil {
 		err := p.check(ctx, sl.s)
@@ -201,18 +288,24 @@ func (p *pool) sessionFor(ctx context.Context, sl *slot, waitBusy bool) (protoco
 // a time, and none after a rejected login or host key (its error again).
 func (p *pool) dialOnce(ctx context.Context) (protocol.Session, error) {
 	p.mu.Lock()
-	open, refused := p.loggedIn, p.refused
+	open, refused, closed := p.loggedIn, p.refused, p.closed
 	p.mu.Unlock()
+	if closed {
+		return nil, &protocol.Error{Op: "dial", Err: ErrClosed}
+	}
 	if refused != nil {
 		return nil, refused
 	}
 	if !open {
 		select {
 		case p.gate <- struct{}{}:
+			defer func() { <-p.gate }()
+		case <-p.opened:
+			// A login succeeded while this user waited: dial
+			// beside the others.
 		case <-ctx.Done():
 			return nil, &protocol.Error{Op: "dial", Err: context.Cause(ctx)}
 		}
-		defer func() { <-p.gate }()
 		p.mu.Lock()
 		refused = p.refused
 		p.mu.Unlock()
@@ -220,11 +313,16 @@ func (p *pool) dialOnce(ctx context.Context) (protocol.Session, error) {
 			return nil, refused
 		}
 	}
+	start := time.Now()
 	s, err := p.dial(ctx)
 	p.mu.Lock()
 	switch {
 	case err == nil:
-		p.loggedIn = true
+		p.loginTook = time.Since(start)
+		if !p.loggedIn {
+			p.loggedIn = true
+			close(p.opened)
+		}
 	case errors.Is(err, protocol.ErrAuth) || errors.Is(err, protocol.ErrHostKey):
 		p.refused = err
 	}
@@ -298,6 +396,10 @@ func (p *pool) put(sl *slot, healthy bool) {
 	s := sl.s
 	sl.s = nil
 	p.mu.Lock()
+	if sl.short {
+		sl.short = false
+		p.shortOut--
+	}
 	if s != nil && healthy && !p.closed && p.idleTimeout >= 0 && p.used <= p.max {
 		p.idle = append(p.idle, idleSession{s: s, since: time.Now()})
 		p.scheduleReap()

@@ -81,23 +81,49 @@ func walkPath(p string) string {
 // (honouring ctx), checks or dials a session, and hands it back, fit or
 // not. A dial error is returned as the dialer gave it.
 func (c *Client) remote(ctx context.Context, op, p string, fn func(ctx context.Context, s protocol.Session) error) error {
+	return c.remoteCall(ctx, op, p, false, fn)
+}
+
+// remoteAgain is remote for a call that may be made twice (a Stat, a
+// listing, a mkdir that tolerates an existing directory): a session handed
+// back healthy within recentUse is used without a health check, and if the
+// call then fails with its connection, it is made once more on a checked
+// or new session.
+func (c *Client) remoteAgain(ctx context.Context, op, p string, fn func(ctx context.Context, s protocol.Session) error) error {
+	return c.remoteCall(ctx, op, p, true, fn)
+}
+
+func (c *Client) remoteCall(ctx context.Context, op, p string, again bool, fn func(ctx context.Context, s protocol.Session) error) error {
 	ctx, end, err := c.begin(ctx)
 	if err != nil {
 		return &protocol.Error{Op: op, Path: p, Err: err}
 	}
 	defer end()
-	sl, err := c.pool.acquire(ctx)
+	acquire := c.pool.acquire
+	if again {
+		acquire = c.pool.acquireShort
+	}
+	sl, err := acquire(ctx)
 	if err != nil {
 		return &protocol.Error{Op: op, Path: p, Err: err}
 	}
-	s, err := c.pool.sessionFor(ctx, sl, true)
-	if err != nil {
-		c.pool.put(sl, false)
-		return err
+	for {
+		s, err := c.pool.sessionFor(ctx, sl, true, again)
+		if err != nil {
+			c.pool.put(sl, false)
+			return err
+		}
+		err = fn(ctx, s)
+		ok := fit(ctx, err)
+		if ok || !sl.unchecked || ctx.Err() != nil {
+			c.pool.put(sl, ok)
+			return err
+		}
+		// The session had died while idle: drop it, keep the slot.
+		c.pool.log.Debug("a pooled session failed a call without a health check: calling again", "op", op, "err", err)
+		_ = s.Close()
+		sl.s, sl.idleSince, again = nil, time.Time{}, false
 	}
-	err = fn(ctx, s)
-	c.pool.put(sl, fit(ctx, err))
-	return err
 }
 
 // Stat describes the remote path ("" is the login directory). A missing
@@ -107,7 +133,7 @@ func (c *Client) Stat(ctx context.Context, p string) (FileInfo, error) {
 		return FileInfo{}, err
 	}
 	var fi protocol.FileInfo
-	err := c.remote(ctx, "stat", p, func(ctx context.Context, s protocol.Session) error {
+	err := c.remoteAgain(ctx, "stat", p, func(ctx context.Context, s protocol.Session) error {
 		var err error
 		fi, err = s.Stat(ctx, walkPath(p))
 		return err
@@ -116,6 +142,22 @@ func (c *Client) Stat(ctx context.Context, p string) (FileInfo, error) {
 		return FileInfo{}, err
 	}
 	return fileInfo(fi), nil
+}
+
+// modTime returns the remote file's modification time, by the session's
+// ModTimer where it has one (else an error matching ErrUnsupported).
+func (c *Client) modTime(ctx context.Context, p string) (time.Time, error) {
+	var t time.Time
+	err := c.remoteAgain(ctx, "stat", p, func(ctx context.Context, s protocol.Session) error {
+		mt, ok := s.(protocol.ModTimer)
+		if !ok {
+			return &protocol.Error{Op: "stat", Path: p, Kind: protocol.ErrUnsupported, Err: errors.New("no modification time alone")}
+		}
+		var err error
+		t, err = mt.ModTime(ctx, p)
+		return err
+	})
+	return t, err
 }
 
 func fileInfo(fi protocol.FileInfo) FileInfo {
@@ -132,7 +174,7 @@ func (c *Client) ReadDir(ctx context.Context, p string) ([]DirEntry, error) {
 		return nil, err
 	}
 	var out []DirEntry
-	err := c.remote(ctx, "readdir", p, func(ctx context.Context, s protocol.Session) error {
+	err := c.remoteAgain(ctx, "readdir", p, func(ctx context.Context, s protocol.Session) error {
 		var err error
 		out, err = readDir(ctx, s, walkPath(p))
 		return err

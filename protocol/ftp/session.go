@@ -91,8 +91,9 @@ type Session struct {
 }
 
 var (
-	_ protocol.Session = (*Session)(nil)
-	_ protocol.Checker = (*Session)(nil)
+	_ protocol.Session  = (*Session)(nil)
+	_ protocol.Checker  = (*Session)(nil)
+	_ protocol.ModTimer = (*Session)(nil)
 )
 
 // Dial connects to addr ("host:port"), negotiates TLS when asked, and logs
@@ -531,6 +532,32 @@ func (s *Session) Stat(ctx context.Context, path string) (protocol.FileInfo, err
 		}
 	}
 	return fi, nil
+}
+
+// ModTime returns path's modification time by MDTM alone. A missing path
+// (550) matches fs.ErrNotExist; a server without MDTM, or one that does not
+// answer it for path, protocol.ErrUnsupported.
+func (s *Session) ModTime(ctx context.Context, path string) (time.Time, error) {
+	f := failure{op: "stat", path: path, verb: "MDTM"}
+	if err := protocol.CheckPath(path); err != nil {
+		return time.Time{}, err
+	}
+	if !s.c.IsGetTimeSupported() {
+		return time.Time{}, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrUnsupported,
+			Err: errors.New("the server offers no MDTM")}
+	}
+	if err := s.begin(ctx, f); err != nil {
+		return time.Time{}, err
+	}
+	defer s.end()
+	t, err := s.c.GetTime(path)
+	switch {
+	case err == nil:
+		return t, nil
+	case desync(err):
+		return time.Time{}, s.fail(ctx, f, err)
+	}
+	return time.Time{}, s.wrapErr(ctx, f, err)
 }
 
 // statFallback handles a SIZE refusal: MLST where offered, else a CWD probe
