@@ -160,7 +160,7 @@ func TestIntegrityVerifiedMethod(t *testing.T) {
 		{matrixTarget{"ftp-proftpd", "ftp", env.Proftpd}, transfer.VerifyAuto, "sha256"},
 		{matrixTarget{"sftp-proftpd", "sftp", env.ProftpdSFTP}, transfer.VerifyAuto, "sha256"},
 		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, transfer.VerifyReadback, "readback"},
-		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, transfer.VerifyAuto, "md5"}, // md5sum over SSH exec
+		{matrixTarget{"sftp-openssh", "sftp", env.SSHD}, transfer.VerifyAuto, "sha1"}, // sha1sum over SSH exec
 	} {
 		t.Run(c.tg.name+"/"+c.policy.String(), func(t *testing.T) {
 			r := newMatrixRig(t, env, c.tg)

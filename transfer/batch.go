@@ -342,21 +342,17 @@ func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o B
 
 // treeDir is a remote directory of an upload tree.
 type treeDir struct {
-	mu   sync.Mutex // held while it is being made
 	made atomic.Bool
 }
 
-// ensureDir makes the remote directory d of an upload tree, once: when it
-// or a directory below it was made, or holds a file found complete, it
-// exists already. Directories that are not the tree's need nothing.
+// ensureDir makes the remote directory d of an upload tree unless it is
+// known to exist: it or a directory below it was made, or holds a file
+// found complete. Workers that need one at once each make it (MkdirAll
+// accepts a directory made meanwhile): none waits for another's login.
+// Directories that are not the tree's need nothing.
 func (b *batch) ensureDir(ctx context.Context, d string) error {
 	td := b.treeDirs[d]
 	if td == nil || td.made.Load() {
-		return nil
-	}
-	td.mu.Lock()
-	defer td.mu.Unlock()
-	if td.made.Load() {
 		return nil
 	}
 	if err := b.c.MkdirAll(ctx, d); err != nil {

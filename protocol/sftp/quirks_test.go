@@ -549,7 +549,7 @@ func TestHostKeyAlgorithmsModernFirst(t *testing.T) {
 // connection closed: the hash method is the same on every run (md5 over
 // exec), through the engine, faulted, both ways.
 func TestExecEOFAfterChannelClose(t *testing.T) {
-	requireTools(t, "sh", "md5sum", "sha256sum", "head", "tail")
+	requireTools(t, "sh", "md5sum", "sha1sum", "sha256sum", "head", "tail")
 	ts := newTestServer(t, nil)
 	ts.execDir = t.TempDir()
 	ts.execEOFAfterClose = true
@@ -559,15 +559,15 @@ func TestExecEOFAfterChannelClose(t *testing.T) {
 	for run := range 3 {
 		_ = os.Remove(filepath.Join(ts.dir, "up.bin"))
 		res := engineUpload(t, ts, "up.bin", data, 1<<20, opts...)
-		if res.Verified != "md5" {
-			t.Fatalf("run %d: upload verified by %q, want md5", run, res.Verified)
+		if res.Verified != "sha1" {
+			t.Fatalf("run %d: upload verified by %q, want sha1", run, res.Verified)
 		}
 		got, res := engineDownload(t, ts, "up.bin", 1<<20, opts...)
 		if !bytes.Equal(got, data) {
 			t.Fatalf("run %d: download differs", run)
 		}
-		if res.Verified != "md5" {
-			t.Fatalf("run %d: download verified by %q, want md5", run, res.Verified)
+		if res.Verified != "sha1" {
+			t.Fatalf("run %d: download verified by %q, want sha1", run, res.Verified)
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(ts.dir, "up.bin")); err != nil || !bytes.Equal(b, data) {
@@ -585,12 +585,12 @@ func TestExecEOFAfterChannelClose(t *testing.T) {
 // The exec probe is run once more when it ends in EOF; when every exec
 // does, the session offers no hash by exec and says why.
 func TestExecProbeRetriedAfterEOF(t *testing.T) {
-	requireTools(t, "sh", "md5sum", "sha256sum", "head", "tail")
+	requireTools(t, "sh", "md5sum", "sha1sum", "sha256sum", "head", "tail")
 	ts := newTestServer(t, nil)
 	ts.execDir = t.TempDir()
 	ts.execEOFFirst = true
 	s := dial(t, ts)
-	if a := s.HashAlgorithms(); len(a) == 0 || a[0] != "md5" {
+	if a := s.HashAlgorithms(); len(a) == 0 || a[0] != "sha1" {
 		t.Fatalf("HashAlgorithms = %v after a probe that ended in EOF once", a)
 	}
 	if n := ts.execEOFs.Load(); n != 1 {

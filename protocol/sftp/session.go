@@ -84,9 +84,14 @@ type Session struct {
 	ssh    *ssh.Client
 	client *sftp.Client
 
-	// hashMu serialises hashing and guards hash.
+	// hashMu serialises hashing and guards hash and shell.
 	hashMu sync.Mutex
 	hash   hashState
+	// shell runs the hash commands; nil until the first, or after it
+	// failed (see hashShell). noHashShell is set once one could not be
+	// started: every hash then gets an exec of its own.
+	shell       *hashShell
+	noHashShell bool
 	// quiet counts calls during which the server may send nothing for
 	// long (it is hashing): the keepalive does not give up meanwhile.
 	quiet atomic.Int32
