@@ -336,11 +336,12 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 
 // copy sends the source from offset to w, counting what goes through m.
 // A local file going to a server that writes in order (FTP) is handed to
-// w in chunks of kernelChunk bytes, as an *io.LimitedReader over the
-// *os.File, so that a plain TCP data connection sends it by sendfile(2):
-// no copy through this process, about half the system time of read and
-// write (the 300-file bench tree: 0.5 s of 1.0 s). Anything else, or a
-// paced transfer, is copied through a buffer.
+// w in chunks (32 KiB to 1 MiB: what the link sends in a fraction of a
+// second), each an *io.LimitedReader over the *os.File, so that a plain
+// TCP data connection sends it by sendfile(2): no copy through this
+// process, about half its system time (on loopback the receiving server
+// spends some of it back: it copies from page-sized fragments). Anything
+// else, or a paced transfer, is copied through a buffer.
 func (u *upload) copy(w protocol.Writer, offset int64, m *meter, localErr *error) (int64, error) {
 	f, isFile := u.src.(*os.File)
 	rf, canReadFrom := w.(io.ReaderFrom)
@@ -353,9 +354,11 @@ func (u *upload) copy(w protocol.Writer, offset int64, m *meter, localErr *error
 		return 0, *localErr
 	}
 	var n int64
+	chunk := int64(minKernelChunk)
 	for n < u.size-offset {
-		lr := &io.LimitedReader{R: f, N: min(kernelChunk, u.size-offset-n)}
+		lr := &io.LimitedReader{R: f, N: min(chunk, u.size-offset-n)}
 		want := lr.N
+		start := time.Now()
 		k, err := rf.ReadFrom(lr)
 		n += k
 		m.add(int(k))
@@ -372,13 +375,26 @@ func (u *upload) copy(w protocol.Writer, offset int64, m *meter, localErr *error
 		if k < want {
 			break // the file shrank: the caller sees the short count
 		}
+		// A chunk is counted only once sent: keep each to a fraction of
+		// a second, so that progress and the stall watchdog see a slow
+		// link move as often as a copy through a buffer would.
+		switch took := time.Since(start); {
+		case took < 50*time.Millisecond:
+			chunk = min(2*chunk, maxKernelChunk)
+		case took > 500*time.Millisecond:
+			chunk = max(chunk/2, minKernelChunk)
+		}
 	}
 	return n, nil
 }
 
-// kernelChunk is what one ReadFrom call of a kernel copy sends: progress
-// and the stall watchdog see the transfer at this granularity.
-const kernelChunk = 1 << 20
+// What one ReadFrom call of a kernel copy sends, at least and at most:
+// progress and the stall watchdog see the transfer at this granularity.
+// The smallest is io.Copy's buffer.
+const (
+	minKernelChunk = 32 << 10
+	maxKernelChunk = 1 << 20
+)
 
 // preflight refuses an upload that cannot fit, where the server reports
 // its free space (SFTP statvfs@openssh.com), before a byte is sent.

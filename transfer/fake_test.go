@@ -51,6 +51,10 @@ type fakeServer struct {
 	entered chan struct{}
 	// checks counts health checks (Check, or Stat of ".").
 	checks atomic.Int64
+	// statGate, when set, makes a Stat of another path than "." wait
+	// for it (or its ctx); each sends on statEntered first.
+	statGate    chan struct{}
+	statEntered chan struct{}
 }
 
 func newFakeServer() *fakeServer {
@@ -173,6 +177,14 @@ func (f *fakeSession) Stat(ctx context.Context, p string) (protocol.FileInfo, er
 		return protocol.FileInfo{}, err
 	}
 	s := f.srv
+	if gate := s.statGate; gate != nil && p != "." {
+		s.statEntered <- struct{}{}
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return protocol.FileInfo{}, ctx.Err()
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.failStats > 0 && p != "." {

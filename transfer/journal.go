@@ -54,12 +54,18 @@ type FileStore struct {
 	// Dir is the directory.
 	Dir string
 
-	mu     sync.Mutex
-	index  map[string]int64 // key -> offset of its latest line; nil until read
-	logLen int64            // the log's length when read, plus this FileStore's appends
+	mu    sync.Mutex
+	index map[string]logPos // key -> its latest line; nil until read
 }
 
 var _ Store = (*FileStore)(nil)
+
+// logPos is where a line is in the log: its offset and length (newline
+// excluded).
+type logPos struct {
+	off int64
+	n   int
+}
 
 // maxRecord bounds a stored value.
 const maxRecord = 64 << 10
@@ -130,15 +136,14 @@ func (s *FileStore) load() {
 	if s.index != nil {
 		return
 	}
-	s.index = make(map[string]int64)
-	s.logLen = 0
+	s.index = make(map[string]logPos)
 	p := filepath.Join(s.Dir, logName)
 	f, err := resume.OpenPrivateFile(p)
 	if err != nil {
 		return
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 64<<10)
+	r := bufio.NewReaderSize(f, maxLine+2)
 	var off int64
 	lines := 0
 	for {
@@ -158,7 +163,7 @@ func (s *FileStore) load() {
 				if v == nil {
 					delete(s.index, k)
 				} else {
-					s.index[k] = off
+					s.index[k] = logPos{off, len(line) - 1}
 				}
 			}
 		}
@@ -167,7 +172,6 @@ func (s *FileStore) load() {
 			break
 		}
 	}
-	s.logLen = off
 	if lines > 2*len(s.index)+1024 {
 		s.compact(f)
 	}
@@ -182,7 +186,7 @@ func (s *FileStore) compact(old *os.File) {
 		return
 	}
 	keys := slices.Sorted(maps.Keys(s.index))
-	index := make(map[string]int64, len(keys))
+	index := make(map[string]logPos, len(keys))
 	w := bufio.NewWriter(tmp)
 	var off int64
 	for _, k := range keys {
@@ -194,7 +198,7 @@ func (s *FileStore) compact(old *os.File) {
 		if _, err := w.Write(line); err != nil {
 			break
 		}
-		index[k] = off + 1
+		index[k] = logPos{off + 1, len(line) - 2}
 		off += int64(len(line))
 	}
 	err = errors.Join(w.Flush(), tmp.Close())
@@ -205,19 +209,20 @@ func (s *FileStore) compact(old *os.File) {
 		_ = os.Remove(tmp.Name())
 		return
 	}
-	s.index, s.logLen = index, off
+	s.index = index
 }
 
-// readLine returns the value of key from the line at off of the log f.
-func readLine(f *os.File, off int64, key string) ([]byte, error) {
-	buf := make([]byte, maxLine)
-	n, err := f.ReadAt(buf, off)
-	if n == 0 && err != nil {
+// readLine returns the value of key from its line at pos of the log f.
+func readLine(f *os.File, pos logPos, key string) ([]byte, error) {
+	if pos.n < 0 || pos.n > maxLine {
+		return nil, fmt.Errorf("transfer: store %s: the record of %s is %d bytes: %w", f.Name(), key, pos.n, fs.ErrNotExist)
+	}
+	line := make([]byte, pos.n)
+	if _, err := f.ReadAt(line, pos.off); err != nil {
 		return nil, err
 	}
-	line, _, found := bytes.Cut(buf[:n], []byte{'\n'})
 	k, v, ok := parseLine(line)
-	if !found || !ok || k != key || v == nil {
+	if !ok || k != key || v == nil {
 		return nil, fmt.Errorf("transfer: store %s: the record of %s changed under this process: %w", f.Name(), key, fs.ErrNotExist)
 	}
 	return v, nil
@@ -230,7 +235,7 @@ func (s *FileStore) Get(ctx context.Context, key string) ([]byte, error) {
 	}
 	s.mu.Lock()
 	s.load()
-	off, ok := s.index[key]
+	pos, ok := s.index[key]
 	s.mu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("transfer: store: no record %s: %w", key, fs.ErrNotExist)
@@ -240,7 +245,7 @@ func (s *FileStore) Get(ctx context.Context, key string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	return readLine(f, off, key)
+	return readLine(f, pos, key)
 }
 
 // Put appends the value of key to the log (without fsync).
@@ -292,7 +297,7 @@ func (s *FileStore) append(key string, value []byte) error {
 		if value == nil {
 			delete(s.index, key)
 		} else {
-			s.index[key] = end + 1
+			s.index[key] = logPos{end + 1, len(line) - 2}
 		}
 	}
 	return nil

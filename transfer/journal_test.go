@@ -190,3 +190,26 @@ func TestFileStorePlantedLog(t *testing.T) {
 		t.Fatalf("k2 = %q", got)
 	}
 }
+
+// TestFileStoreLargestValue: a value of the largest size reads back, from
+// this FileStore and from a new one reading the log.
+func TestFileStoreLargestValue(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := &transfer.FileStore{Dir: dir}
+	big := bytes.Repeat([]byte{0xfe, 'x', '\n'}, 64<<10/3)
+	if err := s.Put(ctx, "big", big); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(ctx, "after", []byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	for _, st := range []*transfer.FileStore{s, {Dir: dir}} {
+		if got := mustGet(t, st, "big"); !bytes.Equal(got, big) {
+			t.Fatalf("big: %d bytes back, want %d", len(got), len(big))
+		}
+		if got := mustGet(t, st, "after"); string(got) != "a" {
+			t.Fatalf("after = %q", got)
+		}
+	}
+}

@@ -7,7 +7,9 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/openhaul/haul/protocol"
@@ -238,4 +240,59 @@ func TestLeaseFitness(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestPoolShortCallsShareASession: quick calls made at once (a batch's
+// rerun checking its files) wait for the one session rather than each
+// logging in.
+func TestPoolShortCallsShareASession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer()
+		srv.put("x", []byte("data"))
+		c := testClient(t, srv, Config{MaxConns: 8})
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for range 20 {
+					if _, err := c.Stat(context.Background(), "x"); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if dials, _, _ := srv.stats(); dials != 1 {
+			t.Fatalf("%d dials for 160 quick Stats, want 1", dials)
+		}
+	})
+}
+
+// TestPoolShortCallsDialPastALogin: a call that holds the session longer
+// than a login takes (a distant server) makes the others dial their own.
+func TestPoolShortCallsDialPastALogin(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := newFakeServer()
+		srv.put("x", []byte("data"))
+		c := testClient(t, srv, Config{MaxConns: 8})
+		if _, err := c.Stat(context.Background(), "x"); err != nil { // the first login
+			t.Fatal(err)
+		}
+		srv.statGate, srv.statEntered = make(chan struct{}), make(chan struct{}, 8)
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() {
+				if _, err := c.Stat(context.Background(), "x"); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		for range 4 {
+			<-srv.statEntered // each Stat reached a session: 3 dialled their own
+		}
+		close(srv.statGate)
+		wg.Wait()
+		if dials, _, _ := srv.stats(); dials != 4 {
+			t.Fatalf("%d dials, want 4: one session per Stat held past a login's time", dials)
+		}
+	})
 }
