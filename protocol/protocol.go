@@ -113,6 +113,15 @@ type Checker interface {
 	Check(ctx context.Context) error
 }
 
+// Sizer is implemented by sessions that can tell a file's size in fewer
+// round trips than Stat (FTP's SIZE alone, where Stat adds MDTM, or a
+// directory probe for a missing file). A missing path yields an error
+// matching fs.ErrNotExist; so may a directory, on servers whose answer
+// does not tell them apart.
+type Sizer interface {
+	Size(ctx context.Context, path string) (int64, error)
+}
+
 // ModTimer is implemented by sessions that can tell a file's modification
 // time alone in fewer round trips than Stat (FTP's MDTM: one command,
 // where Stat sends SIZE and MDTM). A missing file yields an error matching

@@ -209,7 +209,10 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 			return err
 		}
 	}
-	remote, exists, err := remoteFile(ctx, sess, u.target)
+	// The size alone: on FTP one command where a Stat of a missing file
+	// sends two (SIZE, then a probe for a directory; a directory here
+	// fails the STOR instead).
+	remote, exists, err := remoteFileSize(ctx, sess, u.target)
 	if err != nil {
 		return err
 	}
@@ -431,7 +434,7 @@ func serverVerdict(copyErr, closeErr error) error {
 
 // finish verifies the uploaded file and renames it into place.
 func (u *upload) finish(ctx context.Context, sess protocol.Session, a *attempt) error {
-	got, err := remoteSize(ctx, sess, u.target)
+	got, err := remoteSizeOnly(ctx, sess, u.target)
 	if err != nil {
 		return err
 	}
@@ -495,6 +498,31 @@ func (u *upload) renamed(ctx context.Context, sess protocol.Session, a *attempt)
 	a.r.res.Verified = "size"
 	a.r.emit(Event{Kind: EventVerified, Attempt: a.n, Method: "size"})
 	return true, nil
+}
+
+// remoteSizeOnly is remoteSize by the session's Size where it has one
+// (one FTP command where a Stat sends two).
+func remoteSizeOnly(ctx context.Context, sess protocol.Session, path string) (int64, error) {
+	n, _, err := remoteFileSize(ctx, sess, path)
+	return n, err
+}
+
+// remoteFileSize is remoteFile by the session's Size where it has one.
+func remoteFileSize(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
+	sz, ok := sess.(protocol.Sizer)
+	if !ok {
+		return remoteFile(ctx, sess, path)
+	}
+	n, err := sz.Size(ctx, path)
+	switch {
+	case isNotExist(err):
+		return 0, false, nil
+	case err != nil:
+		return 0, false, err
+	case n < 0:
+		return 0, false, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", n)}
+	}
+	return n, true, nil
 }
 
 // remoteSize returns the remote file's size, 0 when it does not exist.

@@ -172,6 +172,21 @@ func (l *lease) Stat(ctx context.Context, path string) (protocol.FileInfo, error
 	return fi, err
 }
 
+// Size is the session's Size where it has one, else its Stat's size.
+func (l *lease) Size(ctx context.Context, path string) (int64, error) {
+	sz, ok := l.s.(protocol.Sizer)
+	if !ok {
+		fi, err := l.Stat(ctx, path)
+		return fi.Size, err
+	}
+	if err := l.enter("stat", path); err != nil {
+		return 0, err
+	}
+	n, err := sz.Size(ctx, path)
+	l.exit(ctx, err, false)
+	return n, err
+}
+
 func (l *lease) OpenReader(ctx context.Context, path string, offset int64) (io.ReadCloser, error) {
 	if err := l.enter("read", path); err != nil {
 		return nil, err

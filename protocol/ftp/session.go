@@ -94,6 +94,7 @@ var (
 	_ protocol.Session  = (*Session)(nil)
 	_ protocol.Checker  = (*Session)(nil)
 	_ protocol.ModTimer = (*Session)(nil)
+	_ protocol.Sizer    = (*Session)(nil)
 )
 
 // Dial connects to addr ("host:port"), negotiates TLS when asked, and logs
@@ -532,6 +533,28 @@ func (s *Session) Stat(ctx context.Context, path string) (protocol.FileInfo, err
 		}
 	}
 	return fi, nil
+}
+
+// Size returns path's size by SIZE alone (binary mode). A missing path,
+// or a directory (vsftpd answers both 550), matches fs.ErrNotExist; a
+// size that is negative or no number, protocol.ErrProtocol.
+func (s *Session) Size(ctx context.Context, path string) (int64, error) {
+	f := failure{op: "stat", path: path, verb: "SIZE"}
+	if err := protocol.CheckPath(path); err != nil {
+		return 0, err
+	}
+	if err := s.begin(ctx, f); err != nil {
+		return 0, err
+	}
+	defer s.end()
+	size, err := s.fileSize(path)
+	switch {
+	case err == nil:
+		return size, nil
+	case desync(err):
+		return 0, s.fail(ctx, f, err)
+	}
+	return 0, s.wrapErr(ctx, f, err)
 }
 
 // ModTime returns path's modification time by MDTM alone. A missing path
