@@ -246,7 +246,7 @@ func (c *call) dial(ctx context.Context) (protocol.Session, error) {
 			return nil, &protocol.Error{Op: "dial", Err: err}
 		}
 	}
-	s, err := c.p.session(ctx, sl)
+	s, err := c.p.sessionFor(ctx, sl, false, true) // see recentUse
 	if err != nil {
 		if extra {
 			c.p.put(sl, false)

@@ -53,37 +53,45 @@ func localFile(t *testing.T, b []byte) string {
 }
 
 // TestClientSequentialUploadsOneDial: 20 uploads in a row through one
-// Client log in once, on FTP-like (NOOP) and SFTP-like (Stat) sessions,
-// and each reuse is health-checked first.
+// Client log in once, on FTP-like (NOOP) and SFTP-like (Stat) sessions;
+// each reuse of a session idle for recentUse or more is health-checked
+// first, and one handed back just now is not.
 func TestClientSequentialUploadsOneDial(t *testing.T) {
 	for _, checker := range []bool{true, false} {
-		t.Run(fmt.Sprintf("checker=%v", checker), func(t *testing.T) {
-			srv := newFakeServer()
-			srv.checker = checker
-			c := testClient(t, srv, Config{})
-			for i := range 20 {
-				src := randomBytes(uint64(i), 10_000+i)
-				name := fmt.Sprintf("f%d.bin", i)
-				res, err := c.Upload(context.Background(), localFile(t, src), name)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if res.Attempts != 1 || !bytes.Equal(srv.file(name), src) {
-					t.Fatalf("upload %d: %+v, content equal %v", i, res, bytes.Equal(srv.file(name), src))
-				}
-			}
-			dials, live, _ := srv.stats()
-			if dials != 1 || live != 1 {
-				t.Fatalf("dials = %d, live = %d, want 1 and 1", dials, live)
-			}
-			if n := srv.checks.Load(); n < 19 {
-				t.Fatalf("%d health checks for 19 reuses", n)
-			}
-			c.Close()
-			if _, live, _ := srv.stats(); live != 0 {
-				t.Fatalf("%d sessions left open after Close", live)
-			}
-		})
+		for _, recent := range []time.Duration{0, recentUse} {
+			t.Run(fmt.Sprintf("checker=%v/recentUse=%v", checker, recent), func(t *testing.T) {
+				testSequentialUploads(t, checker, recent)
+			})
+		}
+	}
+}
+
+func testSequentialUploads(t *testing.T, checker bool, recent time.Duration) {
+	srv := newFakeServer()
+	srv.checker = checker
+	c := testClient(t, srv, Config{})
+	c.pool.recentUse = recent
+	for i := range 20 {
+		src := randomBytes(uint64(i), 10_000+i)
+		name := fmt.Sprintf("f%d.bin", i)
+		res, err := c.Upload(context.Background(), localFile(t, src), name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Attempts != 1 || !bytes.Equal(srv.file(name), src) {
+			t.Fatalf("upload %d: %+v, content equal %v", i, res, bytes.Equal(srv.file(name), src))
+		}
+	}
+	dials, live, _ := srv.stats()
+	if dials != 1 || live != 1 {
+		t.Fatalf("dials = %d, live = %d, want 1 and 1", dials, live)
+	}
+	if n := srv.checks.Load(); recent == 0 && n < 19 || recent > 0 && n != 0 {
+		t.Fatalf("%d health checks for 19 reuses with recentUse %v", n, recent)
+	}
+	c.Close()
+	if _, live, _ := srv.stats(); live != 0 {
+		t.Fatalf("%d sessions left open after Close", live)
 	}
 }
 
@@ -141,6 +149,7 @@ func TestClientBrokenSessionNotReused(t *testing.T) {
 		srv := newFakeServer()
 		srv.checker = true
 		c := testClient(t, srv, Config{})
+		c.pool.recentUse = 0 // every reuse is checked
 		if _, err := c.Upload(ctx, localFile(t, src), "a"); err != nil {
 			t.Fatal(err)
 		}
@@ -151,6 +160,25 @@ func TestClientBrokenSessionNotReused(t *testing.T) {
 		}
 		if dials, live, _ := srv.stats(); dials != 2 || live != 1 || !srv.sessions[0].isClosed() {
 			t.Fatalf("dials %d live %d first closed %v: want a new session, the dead one closed", dials, live, srv.sessions[0].isClosed())
+		}
+	})
+
+	t.Run("died just after use", func(t *testing.T) {
+		// Reused unchecked (handed back within recentUse): the failed
+		// attempt is retried on a new session, as after any cut.
+		srv := newFakeServer()
+		srv.checker = true
+		c := testClient(t, srv, Config{})
+		if _, err := c.Upload(ctx, localFile(t, src), "a"); err != nil {
+			t.Fatal(err)
+		}
+		srv.kill()
+		res, err := c.Upload(ctx, localFile(t, src), "b")
+		if err != nil || res.Attempts != 2 || !bytes.Equal(srv.file("b"), src) {
+			t.Fatalf("%+v, %v", res, err)
+		}
+		if dials, live, _ := srv.stats(); dials != 2 || live != 1 || !srv.sessions[0].isClosed() {
+			t.Fatalf("dials %d live %d", dials, live)
 		}
 	})
 

@@ -82,10 +82,11 @@ type slot struct {
 }
 
 // recentUse is how long after a session was handed back healthy it is
-// handed out again without a health check to the calls that can simply be
-// made again (Stat, ReadDir, Mkdir): a NOOP before each of a batch's
-// Stats doubled its round trips. Such a call that then fails with its
-// connection is made once more on a checked session.
+// handed out again without a health check: a NOOP before each of a
+// batch's Stats doubled its round trips, and came before each of its
+// files. A remote call that then fails with its connection is made once
+// more on a checked session (remoteAgain); a transfer's failed attempt is
+// resumed on a new one, as after any cut.
 const recentUse = time.Second
 
 func newPool(dial protocol.Dialer, maxConns int, idleTimeout, checkTimeout time.Duration, log *slog.Logger) *pool {
