@@ -209,10 +209,7 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 			return err
 		}
 	}
-	// The size alone: on FTP one command where a Stat of a missing file
-	// sends two (SIZE, then a probe for a directory; a directory here
-	// fails the STOR instead).
-	remote, exists, err := remoteFileSize(ctx, sess, u.target)
+	remote, exists, err := remoteFile(ctx, sess, u.target)
 	if err != nil {
 		return err
 	}
@@ -434,7 +431,7 @@ func serverVerdict(copyErr, closeErr error) error {
 
 // finish verifies the uploaded file and renames it into place.
 func (u *upload) finish(ctx context.Context, sess protocol.Session, a *attempt) error {
-	got, err := remoteSizeOnly(ctx, sess, u.target)
+	got, err := remoteSize(ctx, sess, u.target)
 	if err != nil {
 		return err
 	}
@@ -500,18 +497,22 @@ func (u *upload) renamed(ctx context.Context, sess protocol.Session, a *attempt)
 	return true, nil
 }
 
-// remoteSizeOnly is remoteSize by the session's Size where it has one
-// (one FTP command where a Stat sends two).
-func remoteSizeOnly(ctx context.Context, sess protocol.Session, path string) (int64, error) {
-	n, _, err := remoteFileSize(ctx, sess, path)
-	return n, err
+// remoteSize returns the remote file's size, 0 when it does not exist.
+func remoteSize(ctx context.Context, sess protocol.Session, path string) (int64, error) {
+	size, _, err := remoteFile(ctx, sess, path)
+	return size, err
 }
 
-// remoteFileSize is remoteFile by the session's Size where it has one.
-func remoteFileSize(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
+// remoteFile returns the remote file's size and whether it exists: by the
+// session's Size where it has one (on FTP one command, where a Stat sends
+// SIZE and then MDTM, or a probe for a directory when the file is
+// missing; a directory that reads as missing fails the upload's STOR),
+// else by Stat.
+func remoteFile(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
 	sz, ok := sess.(protocol.Sizer)
 	if !ok {
-		return remoteFile(ctx, sess, path)
+		size, exists, _, err = remoteFileTime(ctx, sess, path)
+		return size, exists, err
 	}
 	n, err := sz.Size(ctx, path)
 	switch {
@@ -520,21 +521,13 @@ func remoteFileSize(ctx context.Context, sess protocol.Session, path string) (si
 	case err != nil:
 		return 0, false, err
 	case n < 0:
-		return 0, false, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", n)}
+		return 0, false, negativeSize(path, n)
 	}
 	return n, true, nil
 }
 
-// remoteSize returns the remote file's size, 0 when it does not exist.
-func remoteSize(ctx context.Context, sess protocol.Session, path string) (int64, error) {
-	size, _, err := remoteFile(ctx, sess, path)
-	return size, err
-}
-
-// remoteFile returns the remote file's size and whether it exists.
-func remoteFile(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
-	size, exists, _, err = remoteFileTime(ctx, sess, path)
-	return size, exists, err
+func negativeSize(path string, n int64) error {
+	return &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", n)}
 }
 
 // remoteFileTime is remoteFile that also returns the modification time
@@ -551,7 +544,7 @@ func remoteFileTime(ctx context.Context, sess protocol.Session, path string) (si
 		return 0, false, time.Time{}, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrInvalidPath, Err: errors.New("is a directory")}
 	}
 	if info.Size < 0 {
-		return 0, false, time.Time{}, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrProtocol, Err: fmt.Errorf("the server reported a negative size (%d)", info.Size)}
+		return 0, false, time.Time{}, negativeSize(path, info.Size)
 	}
 	return info.Size, true, info.ModTime, nil
 }

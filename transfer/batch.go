@@ -316,8 +316,16 @@ func (c *Client) UploadTree(ctx context.Context, localDir, remoteDir string, o B
 	if stopped || ctx.Err() != nil {
 		return res, err
 	}
+	// A directory that holds files was made for them, or failed them.
+	holds := make(map[string]bool, len(dirs))
+	for _, j := range jobs {
+		holds[path.Dir(j.Remote)] = true
+	}
 	var failed []FileResult
 	for _, d := range dirs {
+		if holds[d] {
+			continue
+		}
 		if err := b.ensureDir(ctx, d); err != nil {
 			failed = append(failed, FileResult{Result: Result{Op: "upload", Remote: d},
 				Err: &Error{Op: "upload", Path: d, Err: err}})
@@ -629,19 +637,19 @@ func (b *batch) order(jobs []Job) []int {
 	for i := range idx {
 		idx[i] = i
 	}
-	size := func(j Job) int64 {
-		if fi, ok := b.remoteInfo[j.Remote]; ok && b.op == "download" {
-			return fi.Size
-		}
-		if n, ok := b.localSize[j.Remote]; ok {
-			return n
-		}
-		return -1
-	}
 	if b.remoteInfo == nil && b.localSize == nil {
 		return idx
 	}
-	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(size(jobs[y]), size(jobs[x])) })
+	size := make([]int64, len(jobs)) // -1: unknown, last
+	for i, j := range jobs {
+		size[i] = -1
+		if fi, ok := b.remoteInfo[j.Remote]; ok {
+			size[i] = fi.Size
+		} else if n, ok := b.localSize[j.Remote]; ok {
+			size[i] = n
+		}
+	}
+	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(size[y], size[x]) })
 	return idx
 }
 

@@ -303,11 +303,9 @@ func (s *FileStore) append(key string, value []byte) error {
 	return nil
 }
 
-// The states of a journal record.
-const (
-	statePartial  = "partial"
-	stateVerified = "verified"
-)
+// stateVerified is the state of a journal record: only verified files are
+// recorded (a partial one's resume state is its transfer's state file).
+const stateVerified = "verified"
 
 // journalRecord is what a batch's journal knows of one file.
 type journalRecord struct {
@@ -315,8 +313,7 @@ type journalRecord struct {
 	Op     string `json:"op"`
 	Remote string `json:"remote"`
 	Local  string `json:"local"`
-	// State is "partial" (started, not verified: its resume state is the
-	// transfer's own state file) or "verified".
+	// State is "verified"; a record in any other state is ignored.
 	State       string    `json:"state"`
 	Size        int64     `json:"size,omitempty"`
 	LocalMTime  time.Time `json:"local_mtime,omitzero"`

@@ -548,13 +548,7 @@ func (s *Session) Size(ctx context.Context, path string) (int64, error) {
 	}
 	defer s.end()
 	size, err := s.fileSize(path)
-	switch {
-	case err == nil:
-		return size, nil
-	case desync(err):
-		return 0, s.fail(ctx, f, err)
-	}
-	return 0, s.wrapErr(ctx, f, err)
+	return size, s.fail(ctx, f, err)
 }
 
 // ModTime returns path's modification time by MDTM alone. A missing path
@@ -574,13 +568,7 @@ func (s *Session) ModTime(ctx context.Context, path string) (time.Time, error) {
 	}
 	defer s.end()
 	t, err := s.c.GetTime(path)
-	switch {
-	case err == nil:
-		return t, nil
-	case desync(err):
-		return time.Time{}, s.fail(ctx, f, err)
-	}
-	return time.Time{}, s.wrapErr(ctx, f, err)
+	return t, s.fail(ctx, f, err)
 }
 
 // statFallback handles a SIZE refusal: MLST where offered, else a CWD probe
