@@ -74,9 +74,10 @@ type testServer struct {
 	cutGen         atomic.Int64
 	cuts           atomic.Int32
 
-	mu    sync.Mutex
-	conns []net.Conn
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
+	cutDone []chan struct{} // closed when a cut connection's requests ended
+	wg      sync.WaitGroup
 }
 
 func newSigner(t *testing.T) ssh.Signer {
@@ -144,14 +145,23 @@ func newTestServerConfig(t *testing.T, handlers *sftp.Handlers, configure func(*
 			if err != nil {
 				return
 			}
-			c = &cutConn{Conn: c, ts: ts, gen: ts.cutGen.Load()}
+			cc := &cutConn{Conn: c, ts: ts, gen: ts.cutGen.Load(), done: make(chan struct{})}
 			ts.mu.Lock()
-			ts.conns = append(ts.conns, c)
+			ts.conns = append(ts.conns, cc)
+			// A connection that was cut ends its requests before a
+			// later one is served, as a real server's session ends
+			// with its connection: a write of the dead session never
+			// lands after the next session opened the file.
+			wait := append([]chan struct{}(nil), ts.cutDone...)
 			ts.mu.Unlock()
 			ts.wg.Add(1)
 			go func() {
 				defer ts.wg.Done()
-				ts.serveConn(c, cfg)
+				defer close(cc.done)
+				for _, d := range wait {
+					<-d
+				}
+				ts.serveConn(cc, cfg)
 			}()
 		}
 	}()
@@ -323,6 +333,7 @@ type cutConn struct {
 	ts            *testServer
 	gen           int64
 	read, written atomic.Int64
+	done          chan struct{} // closed when the connection was served
 }
 
 // armCut sets cutUp and cutDown for the connections accepted from now on.
@@ -346,6 +357,9 @@ func (c *cutConn) Write(p []byte) (int, error) {
 
 func (c *cutConn) check(limit *atomic.Int64, n int64) {
 	if l := limit.Load(); l > 0 && n > l && c.gen == c.ts.cutGen.Load() && limit.CompareAndSwap(l, 0) {
+		c.ts.mu.Lock()
+		c.ts.cutDone = append(c.ts.cutDone, c.done)
+		c.ts.mu.Unlock()
 		c.ts.cuts.Add(1)
 		_ = c.Conn.Close()
 	}
