@@ -56,6 +56,8 @@ type fakeServer struct {
 	// denyFrom and denyTo make readers opened at an offset in
 	// [denyFrom, denyTo) fail with a permission error.
 	denyFrom, denyTo int64
+	// stats counts Stat calls.
+	stats int
 }
 
 func newFakeServer() *fakeServer {
@@ -125,6 +127,7 @@ var _ protocol.Session = (*fakeSession)(nil)
 func (f *fakeSession) Stat(ctx context.Context, path string) (protocol.FileInfo, error) {
 	f.s.mu.Lock()
 	defer f.s.mu.Unlock()
+	f.s.stats++
 	b, ok := f.s.files[path]
 	if !ok {
 		return protocol.FileInfo{}, &protocol.Error{Op: "stat", Path: path, Code: 550, Kind: fs.ErrNotExist}

@@ -81,6 +81,30 @@ func TestUploadRerunWithoutStateRewrites(t *testing.T) {
 	}
 }
 
+// A small source that no state record covers is sent whole, without
+// asking the remote for a partial first (only the verification stats
+// it); a cut within the process still resumes.
+func TestSmallUploadIsSentWhole(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(512 << 10)
+	s.put("f", src[:100_000]) // a partial nothing proves
+	res, err := resume.Upload(context.Background(), s.dial, memSrc(src), "f", stateCfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) || res.StartOffset != 0 || res.Restarts != 0 || s.stats != 1 {
+		t.Fatalf("%+v, %d stats, want 1 (the verification)", res, s.stats)
+	}
+	s.cuts = []int64{s.moved + 200_000}
+	res, err = resume.Upload(context.Background(), s.dial, memSrc(src), "g", stateCfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("g"), src) || res.Attempts != 2 || res.Resumes != 1 || res.ResentBytes != 0 {
+		t.Fatalf("after a cut: %+v", res)
+	}
+}
+
 // Where the server can hash, a hash of the partial proves it.
 func TestRerunWithoutStateResumesWhatAHashProves(t *testing.T) {
 	s := newFakeServer()

@@ -174,6 +174,20 @@ func (u *upload) write(sync bool) error {
 	return nil
 }
 
+// smallUpload is the size below which a source with no state record is
+// sent whole without asking for the size of a partial first: at most
+// this much is sent again, where the question costs every file a round
+// trip.
+const smallUpload = 1 << 20
+
+// sendWhole reports whether the first attempt starts at zero without
+// looking at the remote: a small source that no state record covers. A
+// partial left by an earlier process would be proven only by a server's
+// hash, to save sending at most smallUpload bytes.
+func (u *upload) sendWhole() bool {
+	return u.size < smallUpload && (u.statePath == "" || u.lazy)
+}
+
 // provenAtStart returns how much of a remote partial left by an earlier
 // process can be resumed: what the state file records for this source, or
 // all of it when a server-side hash proves it; else 0.
@@ -209,8 +223,13 @@ func (u *upload) attempt(ctx context.Context, sess protocol.Session, a *attempt)
 			return err
 		}
 	}
-	remote, exists, err := remoteFile(ctx, sess, u.target)
-	if err != nil {
+	var remote int64
+	var exists bool
+	var err error
+	if u.safe < 0 && u.sendWhole() {
+		// Nothing to look for: start at zero (the open truncates).
+		u.safe = 0
+	} else if remote, exists, err = remoteFile(ctx, sess, u.target); err != nil {
 		return err
 	}
 	a.dog.touch()
