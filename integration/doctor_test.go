@@ -224,14 +224,17 @@ func TestDoctorLimitedServer(t *testing.T) {
 		t.Errorf("idle-control fix %q should name idle_session_timeout", idle.Fix)
 	}
 	// vsftpd's data_connection_timeout T fires between T and 2T after the
-	// last byte moved (its alarm checks for progress every T).
+	// last byte moved (its alarm checks for progress every T); the probe
+	// stops reading at a point of its own, after which the server still
+	// fills the socket buffers, progress that can fall in the next period:
+	// up to 3T after the stop (9 s seen once for T = 3 under load).
 	data := mustFind(t, rep, "idle-data")
 	dt := env.LimitedDataTimeout.Seconds()
 	if dt == 0 {
 		dt = 3
 	}
-	if got, _ := data.Data["seconds"].(float64); data.Status != doctor.Warn || got < dt-1 || got > 2*dt+2 {
-		t.Errorf("idle-data: %s %q (%v s), want the server's data timeout (%v s, fired within [%v, %v] s)", data.Status, data.Summary, got, dt, dt, 2*dt)
+	if got, _ := data.Data["seconds"].(float64); data.Status != doctor.Warn || got < dt-1 || got > 3*dt+2 {
+		t.Errorf("idle-data: %s %q (%v s), want the server's data timeout (%v s, fired within [%v, %v] s)", data.Status, data.Summary, got, dt, dt, 3*dt)
 	}
 	if !strings.Contains(data.Fix, "--stall-timeout") || !strings.Contains(data.Fix, "data_connection_timeout") {
 		t.Errorf("idle-data fix %q should name --stall-timeout and data_connection_timeout", data.Fix)
