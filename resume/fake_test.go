@@ -431,3 +431,21 @@ func (b *bufferedRangeWriter) Close() error {
 }
 
 func (b *bufferedRangeWriter) Acked() int64 { return b.handed.Load() }
+
+// noSizeSession has a Size the server refuses (an FTP server without
+// SIZE: 502); its Stat still answers.
+type noSizeSession struct{ fakeSession }
+
+var _ protocol.Sizer = (*noSizeSession)(nil)
+
+func (n *noSizeSession) Size(ctx context.Context, path string) (int64, error) {
+	return 0, &protocol.Error{Op: "stat", Path: path, Code: 502, Kind: protocol.ErrUnsupported, Err: errors.New("no SIZE")}
+}
+
+func (s *fakeServer) noSizeDial(ctx context.Context) (protocol.Session, error) {
+	f, err := s.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &noSizeSession{*f.(*fakeSession)}, nil
+}

@@ -105,6 +105,21 @@ func TestSmallUploadIsSentWhole(t *testing.T) {
 	}
 }
 
+// A session whose Size the server refuses degrades to Stat: the upload
+// resumes after a cut and is verified as before.
+func TestUploadWithoutSize(t *testing.T) {
+	s := newFakeServer()
+	src := randomBytes(2 << 20)
+	s.cuts = []int64{700_000}
+	res, err := resume.Upload(context.Background(), s.noSizeDial, memSrc(src), "f", stateCfg(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.file("f"), src) || res.Attempts != 2 || res.Resumes != 1 || res.Verified != "size" {
+		t.Fatalf("%+v", res)
+	}
+}
+
 // Where the server can hash, a hash of the partial proves it.
 func TestRerunWithoutStateResumesWhatAHashProves(t *testing.T) {
 	s := newFakeServer()

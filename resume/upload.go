@@ -526,14 +526,18 @@ func remoteSize(ctx context.Context, sess protocol.Session, path string) (int64,
 // session's Size where it has one (on FTP one command, where a Stat sends
 // SIZE and then MDTM, or a probe for a directory when the file is
 // missing; a directory that reads as missing fails the upload's STOR),
-// else by Stat.
+// else, or where Size is unsupported (a server that refuses SIZE), by
+// Stat, which has slower ways.
 func remoteFile(ctx context.Context, sess protocol.Session, path string) (size int64, exists bool, err error) {
 	sz, ok := sess.(protocol.Sizer)
-	if !ok {
+	var n int64
+	if ok {
+		n, err = sz.Size(ctx, path)
+	}
+	if !ok || errors.Is(err, protocol.ErrUnsupported) {
 		size, exists, _, err = remoteFileTime(ctx, sess, path)
 		return size, exists, err
 	}
-	n, err := sz.Size(ctx, path)
 	switch {
 	case isNotExist(err):
 		return 0, false, nil

@@ -172,17 +172,12 @@ func (l *lease) Stat(ctx context.Context, path string) (protocol.FileInfo, error
 	return fi, err
 }
 
-// Size is the session's Size where it has one, else its Stat's size (a
-// directory is an error matching protocol.ErrInvalidPath, as the engine
-// reads a Stat).
+// Size is the session's Size where it has one; without one it fails with
+// protocol.ErrUnsupported, and the engine asks Stat.
 func (l *lease) Size(ctx context.Context, path string) (int64, error) {
 	sz, ok := l.s.(protocol.Sizer)
 	if !ok {
-		fi, err := l.Stat(ctx, path)
-		if err == nil && fi.IsDir {
-			return 0, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrInvalidPath, Err: errors.New("is a directory")}
-		}
-		return fi.Size, err
+		return 0, &protocol.Error{Op: "stat", Path: path, Kind: protocol.ErrUnsupported, Err: errors.New("the session has no Size")}
 	}
 	if err := l.enter("stat", path); err != nil {
 		return 0, err
